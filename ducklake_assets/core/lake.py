@@ -1,0 +1,219 @@
+"""Opening a DuckLake: one DuckDB connection with the extensions loaded, secrets made and the lake
+attached and in use.
+"""
+
+import contextlib
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from .catalog import Catalog, DuckDBCatalog, PostgresCatalog, SQLiteCatalog, parse_catalog
+from .errors import CatalogConnectionError, ConfigurationError, ReadOnlyLakeError, redact
+from .extensions import load_extensions
+from .s3 import S3Settings
+from .sql import OptionValue, option_value, quote_identifier, quote_literal
+
+_REMOTE_PREFIXES = ("s3://", "s3a://", "s3n://", "http://", "https://", "gs://", "gcs://", "r2://", "az://")
+_READ_ONLY_ERROR = re.compile(r"read-only mode|read only mode|attached in read-only", re.IGNORECASE)
+
+
+def is_remote(uri: str) -> bool:
+    """Whether ``uri`` names an object store or web location rather than a local path."""
+    return uri.lower().startswith(_REMOTE_PREFIXES)
+
+
+def absolute_local_path(path: str) -> str:
+    """A local path made absolute; a remote URI returned unchanged."""
+    if is_remote(path):
+        return path
+    trailing = "/" if path.endswith(("/", "\\")) else ""
+    return str(Path(path).expanduser().resolve()) + trailing
+
+
+def metadata_database(alias: str) -> str:
+    """Name under which DuckLake attaches a lake's catalog database."""
+    return f"__ducklake_metadata_{alias}"
+
+
+@dataclass(frozen=True)
+class LakeSettings:
+    """Everything needed to attach one DuckLake.
+
+    ``data_path`` may be omitted for an existing lake (DuckLake reads it from the catalog). Local data
+    paths are made absolute, so files are never recorded relative to a working folder readers lack.
+    """
+
+    catalog: Catalog
+    data_path: str | None = None
+    alias: str = "lake"
+    read_only: bool = False
+    metadata_schema: str | None = None
+    attach_options: Mapping[str, OptionValue] = field(default_factory=dict)
+    memory_limit: str | None = None
+    threads: int | None = None
+    s3: S3Settings | None = None
+
+    @classmethod
+    def from_strings(cls, catalog: str, data_path: str | None = None, **kwargs) -> "LakeSettings":
+        """Build from a DuckLake catalog string such as ``lake.ducklake`` or ``postgres:dbname=x``."""
+        return cls(catalog=parse_catalog(catalog), data_path=data_path, **kwargs)
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in a message, log line or metadata."""
+        found = list(self.s3.secrets()) if self.s3 else []
+        if isinstance(self.catalog, PostgresCatalog) and self.catalog.password:
+            found.append(self.catalog.password)
+        return found
+
+    def describe(self) -> str:
+        """The catalog, safe to show (password redacted)."""
+        return self.catalog.describe()
+
+    def needs_httpfs(self) -> bool:
+        return self.s3 is not None or bool(self.data_path and is_remote(self.data_path))
+
+    def extensions(self) -> list[str]:
+        names = ["ducklake"]
+        if self.needs_httpfs():
+            names.append("httpfs")
+        if isinstance(self.catalog, PostgresCatalog):
+            names.append("postgres_scanner")
+        elif isinstance(self.catalog, SQLiteCatalog):
+            names.append("sqlite_scanner")
+        return names
+
+
+def new_connection(
+    *,
+    memory_limit: str | None = None,
+    threads: int | None = None,
+    database: str = ":memory:",
+    config: Mapping[str, object] | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """A plain DuckDB connection with the resource limits applied."""
+    config = dict(config or {})
+    if memory_limit:
+        config["memory_limit"] = memory_limit
+    if threads:
+        config["threads"] = threads
+    return duckdb.connect(database, config=config)
+
+
+def prepare_connection(connection: duckdb.DuckDBPyConnection, settings: LakeSettings) -> None:
+    """Load extensions and create the secrets ``settings`` needs, without attaching anything."""
+    load_extensions(connection, settings.extensions())
+    if settings.s3 is not None:
+        settings.s3.create_duckdb_secret(connection, f"__ducklake_assets_s3_{settings.alias}")
+
+
+def attach_lake(connection: duckdb.DuckDBPyConnection, settings: LakeSettings, *, use: bool = True) -> None:
+    """Attach the lake described by ``settings`` to ``connection`` (and ``USE`` it)."""
+    options: dict[str, str] = {}
+    data_path = absolute_local_path(settings.data_path) if settings.data_path else None
+    if data_path:
+        if not is_remote(data_path) and not data_path.endswith("/"):
+            data_path += "/"
+        options["DATA_PATH"] = quote_literal(data_path)
+    if settings.read_only:
+        options["READ_ONLY"] = "true"
+    if settings.metadata_schema:
+        options["METADATA_SCHEMA"] = quote_literal(settings.metadata_schema)
+    catalog = settings.catalog
+    if isinstance(catalog, PostgresCatalog) and catalog.password is not None:
+        secret = f"__ducklake_assets_pg_{settings.alias}"
+        connection.execute(
+            f"CREATE OR REPLACE TEMPORARY SECRET {quote_identifier(secret)} "
+            f"(TYPE postgres, PASSWORD {quote_literal(catalog.password)})"
+        )
+        options["METADATA_PARAMETERS"] = f"MAP {{'SECRET': {quote_literal(secret)}}}"
+    for name, value in settings.attach_options.items():
+        if not name.replace("_", "").isalnum() or not name.isascii():
+            raise ConfigurationError(f"attach option name {name!r} must be a plain word like DATA_INLINING_ROW_LIMIT")
+        options[name.upper()] = option_value(value)
+    if isinstance(catalog, DuckDBCatalog | SQLiteCatalog) and not settings.read_only:
+        Path(catalog.path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+    clause = " (" + ", ".join(f"{k} {v}" for k, v in options.items()) + ")" if options else ""
+    sql = f"ATTACH {quote_literal('ducklake:' + catalog.metadata_path())} AS {quote_identifier(settings.alias)}{clause}"
+    try:
+        connection.execute(sql)
+    except duckdb.Error as error:
+        raise CatalogConnectionError(_attach_advice(settings, redact(str(error), settings.secrets()))) from None
+    if data_path and not is_remote(data_path) and not settings.read_only:
+        _ensure_local_data_path(connection, settings)
+    if use:
+        connection.execute(f"USE {quote_identifier(settings.alias)}")
+
+
+def _attach_advice(settings: LakeSettings, reason: str) -> str:
+    lowered = reason.lower()
+    where = f"Could not attach DuckLake catalog {settings.describe()} as {settings.alias!r}"
+    if "password authentication failed" in lowered or "no password supplied" in lowered:
+        hint = "check the catalog user and password (pass the password as an environment variable)"
+    elif "could not connect" in lowered or "unable to connect" in lowered or "connection refused" in lowered:
+        hint = "check that the PostgreSQL server is running and reachable at that host and port"
+    elif "does not exist" in lowered or "no such file" in lowered:
+        hint = "check the path; a read-only lake must already exist"
+    elif "nosuchbucket" in lowered or "bucket" in lowered:
+        hint = "check the bucket name and that it exists"
+    else:
+        hint = "check the catalog settings"
+    return f"{where}: {hint}. Cause: {reason}"
+
+
+def _ensure_local_data_path(connection: duckdb.DuckDBPyConnection, settings: LakeSettings) -> None:
+    """Create a missing local data folder for a lake that keeps nothing there yet; refuse otherwise.
+
+    A catalog that references files under a data folder that is gone points at the wrong place (or
+    lost its data): writing on would split the lake, so we stop and say so.
+    """
+    row = connection.execute("SELECT data_path FROM ducklake_settings(?)", [settings.alias]).fetchone()
+    effective = row[0] if row else None
+    if not effective or is_remote(effective) or Path(effective).exists():
+        return
+    metadata = quote_identifier(metadata_database(settings.alias))
+    (relative_files,) = connection.execute(
+        f"SELECT count(*) FROM {metadata}.ducklake_data_file WHERE path_is_relative AND end_snapshot IS NULL"
+    ).fetchone()
+    if relative_files:
+        connection.execute(f"DETACH {quote_identifier(settings.alias)}")
+        raise CatalogConnectionError(
+            f"Data path {effective} of DuckLake catalog {settings.describe()} does not exist, but the "
+            f"catalog references {relative_files} data files under it: mount or restore that folder, or "
+            "set data_path to where the files are."
+        )
+    Path(effective).mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def connect_lake(
+    settings: LakeSettings, *, database: str = ":memory:", config: Mapping[str, object] | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection with the lake attached and in use; writes through a read-only lake are explained.
+
+    ``database`` and ``config`` are DuckDB's own (the connection's main database and settings).
+    """
+    connection = new_connection(
+        memory_limit=settings.memory_limit, threads=settings.threads, database=database, config=config
+    )
+    try:
+        try:
+            prepare_connection(connection, settings)
+        except duckdb.Error as error:
+            raise CatalogConnectionError(
+                f"Could not prepare a connection for {settings.describe()}: {redact(str(error), settings.secrets())}"
+            ) from None
+        attach_lake(connection, settings)
+        try:
+            yield connection
+        except duckdb.Error as error:
+            if settings.read_only and _READ_ONLY_ERROR.search(str(error)):
+                raise ReadOnlyLakeError(
+                    f"DuckLake {settings.alias!r} ({settings.describe()}) is attached read-only: "
+                    "writes are refused. Use a resource with read_only=False to write."
+                ) from error
+            raise
+    finally:
+        connection.close()

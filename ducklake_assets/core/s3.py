@@ -1,0 +1,72 @@
+"""S3 settings shared by boto3 and DuckDB, so both always see the same object store."""
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import duckdb
+
+from .sql import quote_identifier, quote_literal
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Connection settings for S3 or an S3-compatible store (MinIO, moto, R2...).
+
+    Field names follow boto3 and ``dagster-aws``. ``use_ssl=None`` takes the scheme of
+    ``endpoint_url`` (``http://`` means no TLS), else TLS.
+    """
+
+    endpoint_url: str | None = None
+    region_name: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+    aws_session_token: str | None = field(default=None, repr=False)
+    use_ssl: bool | None = None
+    path_style: bool = False
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in a message."""
+        return [value for value in (self.aws_secret_access_key, self.aws_session_token) if value]
+
+    def effective_use_ssl(self) -> bool:
+        if self.use_ssl is not None:
+            return self.use_ssl
+        if self.endpoint_url:
+            return urlsplit(self.endpoint_url).scheme != "http"
+        return True
+
+    def boto3_client(self):
+        """A boto3 S3 client for these settings."""
+        import boto3
+        from botocore.config import Config
+
+        config = Config(s3={"addressing_style": "path" if self.path_style else "auto"})
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region_name,
+            aws_access_key_id=self.aws_access_key_id,
+            aws_secret_access_key=self.aws_secret_access_key,
+            aws_session_token=self.aws_session_token,
+            use_ssl=self.effective_use_ssl(),
+            config=config,
+        )
+
+    def create_duckdb_secret(self, connection: duckdb.DuckDBPyConnection, name: str) -> None:
+        """Create a temporary DuckDB S3 secret named ``name`` from the same settings."""
+        fields: list[tuple[str, str]] = [("TYPE", "s3")]
+        if self.aws_access_key_id:
+            fields.append(("KEY_ID", quote_literal(self.aws_access_key_id)))
+        if self.aws_secret_access_key:
+            fields.append(("SECRET", quote_literal(self.aws_secret_access_key)))
+        if self.aws_session_token:
+            fields.append(("SESSION_TOKEN", quote_literal(self.aws_session_token)))
+        if self.region_name:
+            fields.append(("REGION", quote_literal(self.region_name)))
+        if self.endpoint_url:
+            parts = urlsplit(self.endpoint_url if "//" in self.endpoint_url else "//" + self.endpoint_url)
+            fields.append(("ENDPOINT", quote_literal(parts.netloc + parts.path.rstrip("/"))))
+        fields.append(("URL_STYLE", quote_literal("path" if self.path_style else "vhost")))
+        fields.append(("USE_SSL", "true" if self.effective_use_ssl() else "false"))
+        body = ", ".join(f"{key} {value}" for key, value in fields)
+        connection.execute(f"CREATE OR REPLACE TEMPORARY SECRET {quote_identifier(name)} ({body})")

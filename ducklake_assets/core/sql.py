@@ -1,0 +1,62 @@
+"""The one place where SQL text is assembled from names and values.
+
+Identifiers are quoted by :func:`quote_identifier`; values are bound as parameters wherever DuckDB
+allows it. Where it does not (``ATTACH`` paths, ``CREATE SECRET`` fields, option lists) literals are
+escaped by :func:`quote_literal`. Nothing else in the library builds SQL from user values.
+"""
+
+from collections.abc import Mapping
+
+from .errors import ConfigurationError
+
+OptionValue = str | int | float | bool
+
+
+def quote_identifier(name: str) -> str:
+    """Return ``name`` as a double-quoted SQL identifier, safe for any characters.
+
+    NUL bytes and empty names cannot be represented, so they are rejected.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"SQL identifier must be a non-empty string, got {name!r}")
+    if "\x00" in name:
+        raise ConfigurationError(f"SQL identifier {name!r} contains a NUL byte")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified_name(*parts: str) -> str:
+    """Join identifiers with dots, each quoted: ``qualified_name('lake', 'main', 't')``."""
+    return ".".join(quote_identifier(part) for part in parts)
+
+
+def quote_literal(value: str) -> str:
+    """Return ``value`` as a single-quoted SQL string literal."""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"SQL literal must be a string, got {type(value).__name__}")
+    if "\x00" in value:
+        raise ConfigurationError("SQL literal contains a NUL byte")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def option_value(value: OptionValue) -> str:
+    """Render a typed option value (string, integer, float or boolean) as SQL."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return quote_literal(value)
+
+
+def options_clause(options: Mapping[str, OptionValue]) -> str:
+    """Render ``{'DATA_PATH': 'x', 'READ_ONLY': True}`` as ``(DATA_PATH 'x', READ_ONLY true)``.
+
+    Option names are keywords, not identifiers, so they are checked to be plain words.
+    """
+    if not options:
+        return ""
+    rendered = []
+    for name, value in options.items():
+        if not name.replace("_", "").isalnum() or not name.isascii():
+            raise ConfigurationError(f"Option name {name!r} must be a plain word like DATA_PATH")
+        rendered.append(f"{name.upper()} {option_value(value)}")
+    return " (" + ", ".join(rendered) + ")"

@@ -1,0 +1,249 @@
+"""Local folders and S3 behind one small interface, addressed by URI (``s3://bucket/key`` or a path).
+
+Writes are atomic for readers: a local file is written beside its target and renamed over it; an S3
+object is uploaded under a temporary key, its size verified, then copied server-side to its final key,
+so a reader sees the old object or the complete new one.
+"""
+
+import fnmatch
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from .errors import StorageError
+from .lake import is_remote
+from .s3 import S3Settings
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One file or object: its URI, size in bytes and last-modified time (UTC)."""
+
+    uri: str
+    size: int
+    modified: datetime
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> ``('bucket', 'a/b')``."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("s3", "s3a", "s3n") or not parts.netloc:
+        raise StorageError(f"{uri!r} is not an s3://bucket/key URI")
+    return parts.netloc, parts.path.lstrip("/")
+
+
+def join_uri(base: str, *names: str) -> str:
+    """Join path segments onto a local path or URI with ``/``."""
+    result = base
+    for name in names:
+        result = result.rstrip("/") + "/" + name.lstrip("/")
+    return result
+
+
+class ObjectStore:
+    """Read, write, list and delete files by URI, on local disk or S3 (through boto3)."""
+
+    def __init__(self, s3: S3Settings | None = None):
+        self.s3 = s3
+        self._client = None
+
+    def client(self):
+        if self._client is None:
+            self._client = (self.s3 or S3Settings()).boto3_client()
+        return self._client
+
+    def _s3_call(self, uri: str, action: str, call: Callable[[], T]) -> T:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return call()
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            bucket, _ = split_s3_uri(uri)
+            if code in ("NoSuchBucket",):
+                raise StorageError(
+                    f"Cannot {action} {uri}: bucket {bucket!r} does not exist; create it first"
+                ) from None
+            if code in ("404", "NoSuchKey", "NotFound"):
+                raise StorageError(f"Cannot {action} {uri}: no such object") from None
+            if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                raise StorageError(f"Cannot {action} {uri}: access denied ({code}); check the S3 credentials") from None
+            raise StorageError(f"Cannot {action} {uri}: S3 error {code or error}") from None
+        except BotoCoreError as error:
+            endpoint = (self.s3.endpoint_url if self.s3 else None) or "the default AWS endpoint"
+            raise StorageError(
+                f"Cannot {action} {uri}: S3 endpoint {endpoint} is unreachable ({type(error).__name__})"
+            ) from None
+
+    def list_prefix(
+        self, prefix: str, pattern: str | None = None, start_after: str | None = None
+    ) -> list[StoredObject]:
+        """Files below ``prefix`` (recursive), sorted by URI; ``pattern`` is a glob on the relative path.
+
+        ``start_after`` (an URI) skips everything up to and including it (S3 lists from there).
+        """
+        if is_remote(prefix):
+            objects = self._list_s3(prefix, start_after)
+        else:
+            objects = self._list_local(prefix)
+            if start_after is not None:
+                objects = [o for o in objects if o.uri > start_after]
+        if pattern:
+            base = prefix.rstrip("/") + "/"
+            objects = [o for o in objects if _glob_match(o.uri.removeprefix(base), pattern)]
+        return objects
+
+    def _list_local(self, prefix: str) -> list[StoredObject]:
+        root = Path(prefix).expanduser()
+        if not root.exists():
+            raise StorageError(f"Cannot list {prefix}: no such folder")
+        if root.is_file():
+            stat = root.stat()
+            return [StoredObject(str(root.resolve()), stat.st_size, _utc(stat.st_mtime))]
+        found = []
+        for directory, _, files in os.walk(root.resolve()):
+            for name in files:
+                path = os.path.join(directory, name)
+                try:
+                    stat = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                found.append(StoredObject(path, stat.st_size, _utc(stat.st_mtime)))
+        return sorted(found, key=lambda o: o.uri)
+
+    def _list_s3(self, prefix: str, start_after: str | None) -> list[StoredObject]:
+        bucket, key_prefix = split_s3_uri(prefix)
+        if key_prefix and not key_prefix.endswith("/"):
+            key_prefix += "/"
+        kwargs = {"Bucket": bucket, "Prefix": key_prefix}
+        if start_after:
+            kwargs["StartAfter"] = split_s3_uri(start_after)[1]
+
+        def collect() -> list[StoredObject]:
+            found = []
+            for page in self.client().get_paginator("list_objects_v2").paginate(**kwargs):
+                for item in page.get("Contents", []):
+                    found.append(StoredObject(f"s3://{bucket}/{item['Key']}", item["Size"], item["LastModified"]))
+            return found
+
+        return sorted(self._s3_call(prefix, "list", collect), key=lambda o: o.uri)
+
+    def exists(self, uri: str) -> bool:
+        if not is_remote(uri):
+            return Path(uri).expanduser().is_file()
+        try:
+            self.stat(uri)
+        except StorageError as error:
+            if "no such object" in str(error):
+                return False
+            raise
+        return True
+
+    def stat(self, uri: str) -> StoredObject:
+        if not is_remote(uri):
+            try:
+                stat = Path(uri).expanduser().stat()
+            except OSError as error:
+                raise StorageError(f"Cannot read {uri}: {error.strerror}") from None
+            return StoredObject(uri, stat.st_size, _utc(stat.st_mtime))
+        bucket, key = split_s3_uri(uri)
+        head = self._s3_call(uri, "read", lambda: self.client().head_object(Bucket=bucket, Key=key))
+        return StoredObject(uri, head["ContentLength"], head["LastModified"])
+
+    def put_file(self, source: str | Path, uri: str) -> StoredObject:
+        """Copy local file ``source`` to ``uri`` atomically; returns what was written."""
+        source = Path(source)
+        size = source.stat().st_size
+        if not is_remote(uri):
+            target = Path(uri).expanduser()
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+                os.close(fd)
+                shutil.copyfile(source, temp)
+                with open(temp, "rb") as handle:
+                    os.fsync(handle.fileno())
+                os.replace(temp, target)
+            except OSError as error:
+                _unlink_quietly(locals().get("temp"))
+                raise StorageError(f"Cannot write {uri}: {error.strerror or error}") from None
+            return self.stat(str(target))
+        bucket, key = split_s3_uri(uri)
+        temp_key = f"{key}.tmp-{uuid.uuid4().hex}"
+        client = self.client()
+        self._s3_call(uri, "write", lambda: client.upload_file(str(source), bucket, temp_key))
+        try:
+            head = self._s3_call(uri, "verify", lambda: client.head_object(Bucket=bucket, Key=temp_key))
+            if head["ContentLength"] != size:
+                raise StorageError(f"Upload to {uri} is incomplete: {head['ContentLength']} of {size} bytes arrived")
+            self._s3_call(
+                uri,
+                "write",
+                lambda: client.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": temp_key}),
+            )
+        finally:
+            try:
+                client.delete_object(Bucket=bucket, Key=temp_key)
+            except Exception:  # noqa: BLE001 - best effort: the temporary key is harmless if left
+                pass
+        return self.stat(uri)
+
+    def put_bytes(self, data: bytes, uri: str) -> StoredObject:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "object"
+            path.write_bytes(data)
+            return self.put_file(path, uri)
+
+    def get_file(self, uri: str, target: str | Path) -> Path:
+        target = Path(target)
+        if not is_remote(uri):
+            try:
+                shutil.copyfile(Path(uri).expanduser(), target)
+            except OSError as error:
+                raise StorageError(f"Cannot read {uri}: {error.strerror or error}") from None
+            return target
+        bucket, key = split_s3_uri(uri)
+        self._s3_call(uri, "read", lambda: self.client().download_file(bucket, key, str(target)))
+        return target
+
+    def get_bytes(self, uri: str) -> bytes:
+        if not is_remote(uri):
+            try:
+                return Path(uri).expanduser().read_bytes()
+            except OSError as error:
+                raise StorageError(f"Cannot read {uri}: {error.strerror or error}") from None
+        bucket, key = split_s3_uri(uri)
+        body = self._s3_call(uri, "read", lambda: self.client().get_object(Bucket=bucket, Key=key)["Body"])
+        return body.read()
+
+    def delete(self, uri: str) -> None:
+        if not is_remote(uri):
+            Path(uri).expanduser().unlink(missing_ok=True)
+            return
+        bucket, key = split_s3_uri(uri)
+        self._s3_call(uri, "delete", lambda: self.client().delete_object(Bucket=bucket, Key=key))
+
+
+def _unlink_quietly(path: str | None) -> None:
+    if path:
+        Path(path).unlink(missing_ok=True)
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=UTC)
+
+
+def _glob_match(relative: str, pattern: str) -> bool:
+    """Glob match where ``**/`` also matches zero folders (``**/*.parquet`` matches ``a.parquet``)."""
+    if fnmatch.fnmatchcase(relative, pattern):
+        return True
+    return pattern.startswith("**/") and fnmatch.fnmatchcase(relative, pattern[3:])
