@@ -134,7 +134,13 @@ def attach_lake(connection: duckdb.DuckDBPyConnection, settings: LakeSettings, *
             raise ConfigurationError(f"attach option name {name!r} must be a plain word like DATA_INLINING_ROW_LIMIT")
         options[name.upper()] = option_value(value)
     if isinstance(catalog, DuckDBCatalog | SQLiteCatalog) and not settings.read_only:
-        Path(catalog.path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(catalog.path).expanduser().resolve().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CatalogConnectionError(
+                f"Cannot create the folder {folder} for DuckLake catalog {settings.describe()}: {error.strerror}"
+            ) from None
     clause = " (" + ", ".join(f"{k} {v}" for k, v in options.items()) + ")" if options else ""
     sql = f"ATTACH {quote_literal('ducklake:' + catalog.metadata_path())} AS {quote_identifier(settings.alias)}{clause}"
     try:

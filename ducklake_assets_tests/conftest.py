@@ -1,0 +1,103 @@
+"""Fixtures that give tests real PostgreSQL and S3 services.
+
+A fixture whose service cannot be started or reached fails the test with the
+reason; it never skips, because a skipped integration test looks green while
+proving nothing.
+"""
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ducklake_assets.core.s3 import S3Settings
+from ducklake_assets_tests.services import (
+    PG_DSN_ENV,
+    PostgresDatabase,
+    PostgresServer,
+    S3Bucket,
+    S3Endpoint,
+    ServiceError,
+    create_bucket,
+    external_postgres,
+    moto_s3,
+    postgres_database,
+    throwaway_postgres,
+)
+
+
+@contextlib.contextmanager
+def _fail_if_unavailable(what: str) -> Iterator[None]:
+    """Turn a `ServiceError` into a test failure showing just the reason.
+
+    `from None` keeps pytest from printing the internal traceback chain,
+    which would bury the one line that says what is wrong.
+    """
+    try:
+        yield
+    except ServiceError as exc:
+        raise pytest.fail.Exception(f"{what} unavailable: {exc}", pytrace=False) from None
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The session's PostgreSQL server, as a superuser.
+
+    `DUCKLAKE_TEST_PG_DSN` selects an existing server; otherwise a private
+    throwaway cluster is started, so the tests never touch a system instance.
+    """
+    with _fail_if_unavailable("PostgreSQL test service"):
+        if dsn := os.environ.get(PG_DSN_ENV):
+            yield external_postgres(dsn)
+        else:
+            with throwaway_postgres() as server:
+                yield server
+
+
+@pytest.fixture
+def pg_database(postgres_server: PostgresServer) -> Iterator[PostgresDatabase]:
+    """A fresh database owned by a fresh non-superuser role with a hostile password."""
+    with _fail_if_unavailable("PostgreSQL test database"), postgres_database(postgres_server) as database:
+        yield database
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Endpoint]:
+    """An in-process moto S3 server on a free loopback port."""
+    with _fail_if_unavailable("S3 test service"), moto_s3() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Endpoint) -> S3Bucket:
+    """A fresh, empty bucket, so tests never see each other's objects."""
+    with _fail_if_unavailable("S3 test bucket"):
+        return create_bucket(s3_server)
+
+
+@pytest.fixture
+def empty_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point HOME at an empty directory.
+
+    Proves the code under test relies on nothing in `~/.duckdb` (installed
+    extensions, secrets) that a fresh CI machine would not have.
+    """
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def s3_settings(s3_bucket: S3Bucket) -> S3Settings:
+    """Library S3 settings for the test bucket's endpoint (path-style, no TLS)."""
+    endpoint = s3_bucket.endpoint
+    return S3Settings(
+        endpoint_url=endpoint.endpoint_url,
+        region_name=endpoint.region_name,
+        aws_access_key_id=endpoint.aws_access_key_id,
+        aws_secret_access_key=endpoint.aws_secret_access_key,
+        path_style=True,
+    )
