@@ -4,7 +4,7 @@ attached and in use.
 
 import contextlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from .catalog import Catalog, DuckDBCatalog, PostgresCatalog, SQLiteCatalog, par
 from .errors import CatalogConnectionError, ConfigurationError, ReadOnlyLakeError, redact
 from .extensions import load_extensions
 from .s3 import S3Settings
-from .sql import OptionValue, option_value, quote_identifier, quote_literal
+from .sql import OptionValue, option_value, qualified_name, quote_identifier, quote_literal
 
 _REMOTE_PREFIXES = ("s3://", "s3a://", "s3n://", "http://", "https://", "gs://", "gcs://", "r2://", "az://")
 _READ_ONLY_ERROR = re.compile(r"read-only mode|read only mode|attached in read-only", re.IGNORECASE)
@@ -36,6 +36,12 @@ def absolute_local_path(path: str) -> str:
 def metadata_database(alias: str) -> str:
     """Name under which DuckLake attaches a lake's catalog database."""
     return f"__ducklake_metadata_{alias}"
+
+
+def metadata_prefix(alias: str, metadata_schema: str | None = None) -> str:
+    """Quoted prefix of the catalog tables of the lake attached as ``alias``: ``<prefix>.ducklake_snapshot``."""
+    database = metadata_database(alias)
+    return qualified_name(database, metadata_schema) if metadata_schema else quote_identifier(database)
 
 
 @dataclass(frozen=True)
@@ -179,7 +185,7 @@ def _ensure_local_data_path(connection: duckdb.DuckDBPyConnection, settings: Lak
     effective = row[0] if row else None
     if not effective or is_remote(effective) or Path(effective).exists():
         return
-    metadata = quote_identifier(metadata_database(settings.alias))
+    metadata = metadata_prefix(settings.alias, settings.metadata_schema)
     (relative_files,) = connection.execute(
         f"SELECT count(*) FROM {metadata}.ducklake_data_file WHERE path_is_relative AND end_snapshot IS NULL"
     ).fetchone()
@@ -195,11 +201,16 @@ def _ensure_local_data_path(connection: duckdb.DuckDBPyConnection, settings: Lak
 
 @contextlib.contextmanager
 def connect_lake(
-    settings: LakeSettings, *, database: str = ":memory:", config: Mapping[str, object] | None = None
+    settings: LakeSettings,
+    *,
+    database: str = ":memory:",
+    config: Mapping[str, object] | None = None,
+    attach: Callable[[duckdb.DuckDBPyConnection, LakeSettings], None] = attach_lake,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection with the lake attached and in use; writes through a read-only lake are explained.
 
     ``database`` and ``config`` are DuckDB's own (the connection's main database and settings).
+    ``attach`` replaces :func:`attach_lake`, e.g. to retry it while another process holds the catalog.
     """
     connection = new_connection(
         memory_limit=settings.memory_limit, threads=settings.threads, database=database, config=config
@@ -211,7 +222,7 @@ def connect_lake(
             raise CatalogConnectionError(
                 f"Could not prepare a connection for {settings.describe()}: {redact(str(error), settings.secrets())}"
             ) from None
-        attach_lake(connection, settings)
+        attach(connection, settings)
         try:
             yield connection
         except duckdb.Error as error:

@@ -1,0 +1,651 @@
+"""Publishing a frozen DuckLake: a read-only catalog file that anyone can attach from S3, HTTP or a folder.
+
+A frozen lake is a DuckDB-file DuckLake catalog copied to where readers are, whose data files are
+referenced by absolute path or URL. Readers need no database server: ``ATTACH 'ducklake:<url>' AS x
+(READ_ONLY)`` is enough. This module makes such a file from a catalog file without ever touching the
+catalog or its data files:
+
+1. the catalog (or its latest static backup) is copied to a private folder, its write-ahead log
+   replayed and checkpointed, so the published file is one self-contained DuckDB file;
+2. the copy is rewritten so every data file resolves for a stranger: a data path relative to the
+   writer's working folder becomes absolute (or the URL readers use), files registered by relative path
+   become absolute;
+3. a catalog older than the running ``ducklake`` extension is migrated (the copy, never the catalog),
+   because a read-only file cannot migrate itself when a newer client opens it; the unmigrated copy can
+   be kept for old clients under another name;
+4. the copy is stamped with its revision number (table ``ducklake_assets_publication`` in the catalog
+   database) and uploaded as a revision, ``<folder>/revisions/<name>-r<n>-s<snapshot>.ducklake``;
+5. the revision is opened as a stranger would, and only then copied over ``publish_uri``, atomically:
+   at every moment ``publish_uri`` is one complete revision, never a partial file;
+6. old revisions are pruned, never the one ``publish_uri`` holds.
+"""
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from .backup import MANIFEST_TABLE, fetch_backup, resolve_backup_file
+from .catalog import DuckDBCatalog
+from .errors import BackupError, ConfigurationError, PublishError, StorageError, redact
+from .extensions import load_extensions
+from .lake import LakeSettings, absolute_local_path, connect_lake, is_remote, metadata_database, new_connection
+from .s3 import S3Settings
+from .sql import qualified_name, quote_identifier, quote_literal
+from .storage import ObjectStore, join_uri
+
+PUBLICATION_TABLE = "ducklake_assets_publication"
+REVISIONS_FOLDER = "revisions"
+_STRANGER_ALIAS = "frozen"
+_VERSION_MISMATCH = re.compile(r"catalog version is (\S+), but the extension requires version (\S+?)\.?(\s|$)")
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One published revision: its number, the lake snapshot it holds, where it is and its size in bytes."""
+
+    number: int
+    snapshot_id: int
+    uri: str
+    size: int
+
+
+@dataclass(frozen=True)
+class LakeContents:
+    """What a reader of a lake sees at one snapshot: its id, format version and tables with row counts.
+
+    Tables are keyed ``schema.table``.
+    """
+
+    snapshot_id: int
+    format_version: str
+    tables: dict[str, int]
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """The outcome of one publication, with everything a reader needs to attach it."""
+
+    publish_uri: str
+    reader_url: str
+    revision: Revision
+    contents: LakeContents
+    source_format_version: str
+    data_path: str | None
+    legacy_uri: str | None = None
+    pruned: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def migrated(self) -> bool:
+        """Whether the copy was migrated to a newer DuckLake format than its catalog's."""
+        return self.source_format_version != self.contents.format_version
+
+    def attach_sql(self, alias: str = _STRANGER_ALIAS) -> str:
+        """The one line a reader runs to attach the published lake."""
+        return attach_statement(self.reader_url, alias)
+
+
+@dataclass(frozen=True)
+class StrangerReport:
+    """What a fresh DuckDB connection, sharing nothing with the writer, saw when it attached a frozen lake."""
+
+    url: str
+    error: str | None = None
+    snapshot_id: int | None = None
+    format_version: str | None = None
+    revision: int | None = None
+    tables: dict[str, int] = field(default_factory=dict)
+    missing_tables: tuple[str, ...] = ()
+    unreadable_files: tuple[str, ...] = ()
+
+    @property
+    def opened(self) -> bool:
+        return self.error is None
+
+    @property
+    def ok(self) -> bool:
+        """Attached, every expected table present and every probed data file readable."""
+        return self.opened and not self.missing_tables and not self.unreadable_files
+
+    def problems(self) -> list[str]:
+        """Why the lake is not usable by a stranger, one sentence each (empty when ``ok``)."""
+        found = []
+        if self.error is not None:
+            found.append(f"cannot attach {self.url}: {self.error}")
+        if self.missing_tables:
+            found.append(f"tables missing: {', '.join(self.missing_tables)}")
+        if self.unreadable_files:
+            found.append(f"data files a reader cannot open: {', '.join(self.unreadable_files)}")
+        return found
+
+
+def attach_statement(url: str, alias: str = _STRANGER_ALIAS) -> str:
+    """``ATTACH 'ducklake:<url>' AS <alias> (READ_ONLY)``, quoted."""
+    return f"ATTACH {quote_literal('ducklake:' + url)} AS {quote_identifier(alias)} (READ_ONLY)"
+
+
+def table_key(name: str) -> str:
+    """``t`` -> ``main.t``; ``s.t`` unchanged: how tables are named in reports."""
+    return name if "." in name else f"main.{name}"
+
+
+def revisions_prefix(publish_uri: str) -> str:
+    """The folder holding the revisions of ``publish_uri``: ``<its folder>/revisions``."""
+    folder, _ = _split_name(publish_uri)
+    return join_uri(folder, REVISIONS_FOLDER)
+
+
+def revision_uri(publish_uri: str, number: int, snapshot_id: int) -> str:
+    """Where revision ``number`` (holding snapshot ``snapshot_id``) of ``publish_uri`` is stored."""
+    _, stem = _split_name(publish_uri)
+    return join_uri(revisions_prefix(publish_uri), f"{stem}-r{number:06d}-s{snapshot_id}.ducklake")
+
+
+def list_revisions(publish_uri: str, store: ObjectStore) -> list[Revision]:
+    """The revisions of ``publish_uri`` that exist, oldest first (none when the folder does not exist)."""
+    prefix = revisions_prefix(publish_uri)
+    _, stem = _split_name(publish_uri)
+    pattern = re.compile(rf"{re.escape(stem)}-r(\d+)-s(\d+)\.ducklake")
+    if not is_remote(prefix) and not Path(prefix).is_dir():
+        return []
+    found = []
+    for stored in store.list_prefix(prefix):
+        match = pattern.fullmatch(stored.uri.rsplit("/", 1)[-1])
+        if match:
+            found.append(Revision(int(match[1]), int(match[2]), stored.uri, stored.size))
+    return sorted(found, key=lambda revision: revision.number)
+
+
+def current_revision(publish_uri: str, s3: S3Settings | None = None) -> int | None:
+    """The revision number ``publish_uri`` holds, read from the file itself; ``None`` if there is none."""
+    connection = _stranger_connection(s3, ["httpfs"] if is_remote(publish_uri) else [])
+    try:
+        connection.execute(f"ATTACH {quote_literal(_local_or_url(publish_uri))} AS published (READ_ONLY)")
+        row = connection.execute(f"SELECT max(revision) FROM published.main.{quote_identifier(PUBLICATION_TABLE)}")
+        return row.fetchone()[0]
+    except duckdb.Error:
+        return None
+    finally:
+        connection.close()
+
+
+def publish_frozen_lake(
+    source: str | Path | LakeSettings,
+    publish_uri: str,
+    *,
+    store: ObjectStore | None = None,
+    keep_revisions: int = 5,
+    reader_url: str | None = None,
+    data_path: str | None = None,
+    reader_data_path: str | None = None,
+    legacy_uri: str | None = None,
+    probe_files: bool = True,
+) -> PublishResult:
+    """Publish a read-only copy of a DuckDB-file DuckLake catalog to ``publish_uri``.
+
+    ``source`` is a catalog file (a local path or ``s3://`` URI), a backup folder (its latest static
+    backup is published, checked against its checksum) or the ``LakeSettings`` of a lake whose catalog
+    is a DuckDB file. ``publish_uri`` is a local path or an ``s3://bucket/key``; ``store`` reaches it
+    (and a remote source). ``reader_url`` is where readers find
+    the file when it is not ``publish_uri`` itself (e.g. the ``https://`` URL of a served folder).
+
+    ``data_path`` is the lake's data folder when the catalog's own entry should not be trusted (taken
+    from ``LakeSettings`` when given); ``reader_data_path`` replaces it in the published copy, e.g. with
+    the ``https://`` or ``s3://`` location where readers find the data folder. ``legacy_uri``, when the
+    catalog's format is older than the running extension, receives the unmigrated copy for old clients.
+    ``probe_files=False`` skips opening every data file when the revision is verified (for lakes whose
+    files this machine cannot read).
+
+    Keeps ``keep_revisions`` revisions and the one ``publish_uri`` holds. Raises ``PublishError`` when
+    the catalog cannot be copied, migrated or verified, or the destination cannot be written; then the
+    revision ``publish_uri`` holds is left exactly as it was.
+    """
+    if keep_revisions < 1:
+        raise ConfigurationError(f"keep_revisions must be at least 1, not {keep_revisions}")
+    store = store or ObjectStore()
+    secrets = store.s3.secrets() if store.s3 else []
+    publish_uri = absolute_local_path(publish_uri)
+    reader_url = reader_url or publish_uri
+    unchanged = f"{publish_uri} is left as it was."
+    try:
+        existing = list_revisions(publish_uri, store)
+    except StorageError as error:
+        raise PublishError(f"Cannot publish the frozen lake to {publish_uri}: {error}. {unchanged}") from None
+    number = existing[-1].number + 1 if existing else 1
+    with tempfile.TemporaryDirectory(prefix="ducklake-publish-") as folder:
+        copy = Path(folder) / "frozen.ducklake"
+        described, settings_data_path = _fetch_source(source, store, copy)
+        data_path = data_path or settings_data_path
+        resolved_data_path = _make_references_absolute(copy, described, data_path, reader_data_path)
+        legacy_copy = Path(folder) / "legacy.ducklake" if legacy_uri else None
+        remote_data = bool(resolved_data_path and is_remote(resolved_data_path))
+        source_version, contents = _migrate_if_older(copy, described, legacy_copy, remote_data)
+        notes = []
+        if legacy_uri and source_version == contents.format_version:
+            notes.append(
+                f"No legacy copy written to {legacy_uri}: the catalog is already at format {source_version}, "
+                "the format of the running ducklake extension."
+            )
+            legacy_copy = None
+        for path in (copy, legacy_copy):
+            if path is not None:
+                _stamp(path, number, contents.snapshot_id)
+        revision_location = revision_uri(publish_uri, number, contents.snapshot_id)
+        try:
+            stored = store.put_file(copy, revision_location)
+        except StorageError as error:
+            raise PublishError(f"Cannot publish the frozen lake to {publish_uri}: {error}. {unchanged}") from None
+        report = verify_as_stranger(revision_location, store.s3, contents.tables, probe_files=probe_files)
+        problems = report.problems()
+        if report.opened and report.snapshot_id != contents.snapshot_id:
+            problems.append(f"it holds snapshot {report.snapshot_id}, not {contents.snapshot_id}")
+        if problems:
+            _delete_quietly(store, revision_location)
+            raise PublishError(
+                f"The new revision of {publish_uri} (from {described}) is not readable as published: "
+                + redact("; ".join(problems), secrets)
+                + f". {unchanged}"
+            )
+        try:
+            store.put_file(copy, publish_uri)
+        except StorageError as error:
+            raise PublishError(f"Cannot publish the frozen lake to {publish_uri}: {error}. {unchanged}") from None
+        if legacy_copy is not None:
+            try:
+                store.put_file(legacy_copy, absolute_local_path(legacy_uri))
+            except StorageError as error:
+                raise PublishError(
+                    f"Published revision {number} to {publish_uri}, but the copy for old clients could not be "
+                    f"written to {legacy_uri}: {error}"
+                ) from None
+    try:
+        pruned = prune_revisions(publish_uri, store, keep_revisions)
+    except PublishError as error:
+        pruned, notes = [], [*notes, str(error)]
+    return PublishResult(
+        publish_uri=publish_uri,
+        reader_url=reader_url,
+        revision=Revision(number, contents.snapshot_id, revision_location, stored.size),
+        contents=contents,
+        source_format_version=source_version,
+        data_path=resolved_data_path,
+        legacy_uri=absolute_local_path(legacy_uri) if legacy_copy is not None else None,
+        pruned=tuple(pruned),
+        notes=tuple(notes),
+    )
+
+
+def verify_as_stranger(
+    url: str,
+    s3: S3Settings | None = None,
+    expected_tables: Iterable[str] = (),
+    *,
+    probe_files: bool = True,
+) -> StrangerReport:
+    """Attach ``ducklake:<url>`` read-only in a fresh DuckDB that shares nothing with the writer.
+
+    ``url`` is a local path, ``s3://`` URI (read through httpfs with ``s3``) or ``http(s)://`` URL.
+    Reports the snapshot id, format version, revision and tables with row counts, which of
+    ``expected_tables`` (``schema.table`` or ``table``) are missing and, with ``probe_files``, which
+    data files of the current snapshot cannot be opened from here. Never raises for a broken lake:
+    the report says what is wrong.
+    """
+    secrets = s3.secrets() if s3 else []
+    connection = _stranger_connection(s3, ["ducklake", "httpfs"])
+    try:
+        try:
+            connection.execute(attach_statement(_local_or_url(url), _STRANGER_ALIAS))
+        except duckdb.Error as error:
+            return StrangerReport(url=url, error=redact(str(error), secrets))
+        contents = lake_contents(connection, _STRANGER_ALIAS)
+        revision = _read_revision(connection)
+        expected = sorted({table_key(name) for name in expected_tables})
+        missing = tuple(name for name in expected if name not in contents.tables)
+        unreadable = _unreadable_files(connection, contents.tables) if probe_files else ()
+        return StrangerReport(
+            url=url,
+            snapshot_id=contents.snapshot_id,
+            format_version=contents.format_version,
+            revision=revision,
+            tables=contents.tables,
+            missing_tables=missing,
+            unreadable_files=tuple(redact(path, secrets) for path in unreadable),
+        )
+    except duckdb.Error as error:
+        return StrangerReport(url=url, error=redact(str(error), secrets))
+    finally:
+        connection.close()
+
+
+def lake_contents(
+    connection: duckdb.DuckDBPyConnection,
+    alias: str,
+    snapshot_id: int | None = None,
+    *,
+    metadata_schema: str | None = None,
+) -> LakeContents:
+    """Tables and row counts of the lake attached as ``alias`` at ``snapshot_id`` (default: its latest).
+
+    ``metadata_schema`` is the schema of the catalog tables when the lake was attached with one.
+    """
+    if snapshot_id is None:
+        (snapshot_id,) = connection.execute(f"SELECT id FROM {quote_identifier(alias)}.current_snapshot()").fetchone()
+    (version,) = connection.execute(
+        f"SELECT value FROM {quote_identifier(alias)}.options() WHERE option_name = 'version'"
+    ).fetchone()
+    metadata = (
+        qualified_name(metadata_database(alias), metadata_schema)
+        if metadata_schema
+        else quote_identifier(metadata_database(alias))
+    )
+    names = connection.execute(
+        f"""
+        SELECT s.schema_name, t.table_name
+        FROM {metadata}.ducklake_table AS t JOIN {metadata}.ducklake_schema AS s USING (schema_id)
+        WHERE t.begin_snapshot <= $1 AND (t.end_snapshot IS NULL OR t.end_snapshot > $1)
+          AND s.begin_snapshot <= $1 AND (s.end_snapshot IS NULL OR s.end_snapshot > $1)
+        ORDER BY 1, 2
+        """,
+        [snapshot_id],
+    ).fetchall()
+    tables = {}
+    for schema, table in names:
+        (rows,) = connection.execute(
+            f"SELECT count(*) FROM {qualified_name(alias, schema, table)} AT (VERSION => ?)", [snapshot_id]
+        ).fetchone()
+        tables[f"{schema}.{table}"] = rows
+    return LakeContents(snapshot_id=snapshot_id, format_version=version, tables=tables)
+
+
+def catalog_contents(settings: LakeSettings, snapshot_id: int | None = None) -> tuple[LakeContents, int]:
+    """The live catalog's contents at ``snapshot_id`` (default: its latest) and its latest snapshot id.
+
+    Opens the lake read-only; raises ``PublishError`` when that snapshot is not in the catalog.
+    """
+    with connect_lake(replace(settings, read_only=True)) as connection:
+        alias = settings.alias
+        (latest,) = connection.execute(f"SELECT id FROM {quote_identifier(alias)}.current_snapshot()").fetchone()
+        if snapshot_id is not None:
+            (known,) = connection.execute(
+                f"SELECT count(*) FROM {quote_identifier(alias)}.snapshots() WHERE snapshot_id = ?", [snapshot_id]
+            ).fetchone()
+            if not known:
+                raise PublishError(
+                    f"Snapshot {snapshot_id} is not in catalog {settings.describe()} (latest is {latest}): the "
+                    "frozen lake was not published from this catalog, or was changed after publication."
+                )
+        return lake_contents(connection, alias, snapshot_id, metadata_schema=settings.metadata_schema), latest
+
+
+def _split_name(uri: str) -> tuple[str, str]:
+    folder, _, name = uri.rstrip("/").rpartition("/")
+    stem = name[: -len(".ducklake")] if name.endswith(".ducklake") else name.rsplit(".", 1)[0] or name
+    return folder or ".", stem
+
+
+def _local_or_url(uri: str) -> str:
+    return uri if is_remote(uri) else absolute_local_path(uri)
+
+
+def _stranger_connection(s3: S3Settings | None, extensions: list[str]) -> duckdb.DuckDBPyConnection:
+    """A new DuckDB with no persistent secrets, ``extensions`` loaded and ``s3``'s secret."""
+    connection = new_connection(config={"allow_persistent_secrets": False, "autoinstall_known_extensions": False})
+    load_extensions(connection, extensions)
+    if s3 is not None and "httpfs" in extensions:
+        s3.create_duckdb_secret(connection, "__ducklake_assets_stranger_s3")
+    return connection
+
+
+def _fetch_source(source: str | Path | LakeSettings, store: ObjectStore, copy: Path) -> tuple[str, str | None]:
+    """Copy the source catalog (and its write-ahead log) to ``copy``; returns its name and data path.
+
+    A folder (or an S3 prefix that is no object) is a backup folder: its latest static backup is fetched
+    and checked against its manifest's checksum.
+    """
+    data_path = None
+    if isinstance(source, LakeSettings):
+        if not isinstance(source.catalog, DuckDBCatalog):
+            raise PublishError(
+                f"Catalog {source.describe()} is not a DuckDB file, so it cannot be published as is: publish "
+                "its latest static backup instead (configure backup_uri)."
+            )
+        data_path = source.data_path
+        source = source.catalog.metadata_path()
+    source = str(source)
+    try:
+        is_backup_folder = Path(source).is_dir() if not is_remote(source) else not store.exists(source)
+    except StorageError as error:
+        raise PublishError(f"Cannot read the catalog to publish: {error}") from None
+    if is_backup_folder:
+        try:
+            backup_file = resolve_backup_file(source, store)
+            fetched, _ = fetch_backup(backup_file, store, copy.parent)
+        except (BackupError, StorageError) as error:
+            raise PublishError(f"Cannot read the latest static backup under {source}: {error}") from None
+        fetched.rename(copy)
+        return f"static backup {backup_file}", data_path
+    if is_remote(source):
+        try:
+            store.get_file(source, copy)
+        except StorageError as error:
+            raise PublishError(f"Cannot read the catalog to publish: {error}") from None
+        return source, data_path
+    path = Path(source).expanduser().resolve()
+    if not path.is_file():
+        raise PublishError(f"Catalog file {path} does not exist: check the catalog path or the backup location.")
+    guard = duckdb.connect()
+    try:
+        try:
+            guard.execute(f"ATTACH {quote_literal(str(path))} AS source (READ_ONLY)")
+        except duckdb.Error as error:
+            raise PublishError(
+                f"Cannot open catalog file {path} to copy it: {error}. If another process has the lake open "
+                "for writing, publish its static backup instead or stop that writer."
+            ) from None
+        shutil.copyfile(path, copy)
+        wal = path.with_name(path.name + ".wal")
+        if wal.is_file():
+            shutil.copyfile(wal, copy.with_name(copy.name + ".wal"))
+    finally:
+        guard.close()
+    return str(path), data_path
+
+
+def _is_absolute(path: str) -> bool:
+    return "://" in path or os.path.isabs(path)
+
+
+def _make_references_absolute(
+    copy: Path, described: str, data_path: str | None, reader_data_path: str | None
+) -> str | None:
+    """Rewrite the copy so no reference depends on the writer's working folder; checkpoint it.
+
+    A backup's manifest table is dropped: it names the internal catalog, which readers need not see.
+    Returns the data path the published copy records.
+    """
+    connection = duckdb.connect(str(copy))
+    try:
+        try:
+            rows = connection.execute(
+                "SELECT key, value FROM ducklake_metadata WHERE scope IS NULL AND key IN ('data_path', 'version')"
+            ).fetchall()
+        except duckdb.Error:
+            raise PublishError(f"{described} is not a DuckLake catalog (it has no ducklake_metadata table).") from None
+        recorded = dict(rows).get("data_path")
+        if reader_data_path:
+            new_data_path = reader_data_path
+        elif data_path:
+            new_data_path = absolute_local_path(data_path)
+        elif recorded and not _is_absolute(recorded):
+            new_data_path = absolute_local_path(recorded)
+        else:
+            new_data_path = recorded
+        if new_data_path and not new_data_path.endswith("/"):
+            new_data_path += "/"
+        if new_data_path != recorded:
+            connection.execute(
+                "UPDATE ducklake_metadata SET value = ? WHERE scope IS NULL AND key = 'data_path'", [new_data_path]
+            )
+        for table, key in (("ducklake_data_file", "data_file_id"), ("ducklake_delete_file", "delete_file_id")):
+            _absolutize_files(connection, described, table, key)
+        connection.execute(f"DROP TABLE IF EXISTS {quote_identifier(MANIFEST_TABLE)}")
+        connection.execute("CHECKPOINT")
+    finally:
+        connection.close()
+    if copy.with_name(copy.name + ".wal").exists():
+        raise PublishError(f"The private copy of {described} still has a write-ahead log after CHECKPOINT.")
+    return new_data_path
+
+
+def _absolutize_files(connection: duckdb.DuckDBPyConnection, described: str, table: str, key: str) -> None:
+    """Files registered by a path relative to the writer's working folder get their absolute path."""
+    rows = connection.execute(
+        f"SELECT {quote_identifier(key)}, path FROM {quote_identifier(table)} WHERE NOT path_is_relative"
+    ).fetchall()
+    missing = []
+    for file_id, path in rows:
+        if _is_absolute(path):
+            continue
+        absolute = Path(path).resolve()
+        if not absolute.exists():
+            missing.append(path)
+            continue
+        connection.execute(
+            f"UPDATE {quote_identifier(table)} SET path = ? WHERE {quote_identifier(key)} = ?", [str(absolute), file_id]
+        )
+    if missing:
+        raise PublishError(
+            f"{described} references {len(missing)} file(s) by a path relative to the folder they were registered "
+            f"from, and they are not under the current folder {Path.cwd()}: {', '.join(missing[:5])}. Register "
+            "files by absolute path or URL, or publish from the folder they were registered in."
+        )
+
+
+def _migrate_if_older(
+    copy: Path, described: str, legacy_copy: Path | None, remote_data: bool
+) -> tuple[str, LakeContents]:
+    """Migrate the copy when its format is older than the running extension's; returns the old format.
+
+    When ``legacy_copy`` is given and a migration is needed, the unmigrated copy is kept there.
+    ``remote_data`` loads httpfs, which DuckLake wants when the data path is a URL.
+    """
+    connection = new_connection()
+    try:
+        load_extensions(connection, ["ducklake", "httpfs"] if remote_data else ["ducklake"])
+        attach = f"ATTACH {quote_literal('ducklake:' + str(copy))} AS {quote_identifier(_STRANGER_ALIAS)}"
+        try:
+            connection.execute(f"{attach} (READ_ONLY)")
+        except duckdb.Error as error:
+            mismatch = _VERSION_MISMATCH.search(str(error))
+            if not mismatch:
+                raise PublishError(f"Cannot open {described} as a DuckLake: {error}") from None
+            source_version, wanted = mismatch[1], mismatch[2]
+            if legacy_copy is not None:
+                shutil.copyfile(copy, legacy_copy)
+            try:
+                connection.execute(f"{attach} (AUTOMATIC_MIGRATION true)")
+            except duckdb.Error as migration_error:
+                raise PublishError(
+                    f"{described} is in DuckLake format {source_version}, which the ducklake extension of duckdb "
+                    f"{duckdb.__version__} (format {wanted}) cannot migrate: {migration_error}. Publish with a "
+                    "duckdb release that reads this format."
+                ) from None
+            connection.execute(f"DETACH {quote_identifier(_STRANGER_ALIAS)}")
+            connection.execute(f"{attach} (READ_ONLY)")
+            return source_version, lake_contents(connection, _STRANGER_ALIAS)
+        contents = lake_contents(connection, _STRANGER_ALIAS)
+        return contents.format_version, contents
+    finally:
+        connection.close()
+
+
+def _stamp(copy: Path, number: int, snapshot_id: int) -> None:
+    """Record in the copy which revision it is, so the published file says what it holds."""
+    connection = duckdb.connect(str(copy))
+    try:
+        table = quote_identifier(PUBLICATION_TABLE)
+        connection.execute(
+            f"CREATE OR REPLACE TABLE {table} (revision BIGINT, snapshot_id BIGINT, published_at TIMESTAMPTZ, "
+            "published_by VARCHAR)"
+        )
+        connection.execute(
+            f"INSERT INTO {table} VALUES (?, ?, ?, ?)",
+            [number, snapshot_id, datetime.now(UTC), f"ducklake-assets with duckdb {duckdb.__version__}"],
+        )
+        connection.execute("CHECKPOINT")
+    finally:
+        connection.close()
+
+
+def _read_revision(connection: duckdb.DuckDBPyConnection) -> int | None:
+    metadata = quote_identifier(metadata_database(_STRANGER_ALIAS))
+    try:
+        return connection.execute(
+            f"SELECT max(revision) FROM {metadata}.main.{quote_identifier(PUBLICATION_TABLE)}"
+        ).fetchone()[0]
+    except duckdb.CatalogException:
+        return None
+
+
+def _unreadable_files(connection: duckdb.DuckDBPyConnection, tables: dict[str, int]) -> list[str]:
+    """Data and delete files of the current snapshot that cannot be opened from this connection."""
+    files: list[str] = []
+    for name in tables:
+        schema, table = name.split(".", 1)
+        rows = connection.execute(
+            "SELECT data_file, delete_file FROM ducklake_list_files(?, ?, schema => ?)",
+            [_STRANGER_ALIAS, table, schema],
+        ).fetchall()
+        files.extend(path for row in rows for path in row if path)
+    if not files:
+        return []
+    try:
+        connection.execute("SELECT count(*) FROM parquet_file_metadata(?)", [files]).fetchone()
+        return []
+    except duckdb.Error:
+        pass
+    unreadable = []
+    for path in files:
+        try:
+            connection.execute("SELECT count(*) FROM parquet_file_metadata(?)", [path]).fetchone()
+        except duckdb.Error:
+            unreadable.append(path)
+    return unreadable
+
+
+def prune_revisions(publish_uri: str, store: ObjectStore, keep_revisions: int) -> list[str]:
+    """Delete revisions beyond the newest ``keep_revisions``, never the one ``publish_uri`` holds.
+
+    Returns the deleted URIs. Raises ``PublishError`` (having deleted nothing more) when the revision
+    ``publish_uri`` holds cannot be read, or a revision cannot be deleted.
+    """
+    if keep_revisions < 1:
+        raise ConfigurationError(f"keep_revisions must be at least 1, not {keep_revisions}")
+    current = current_revision(publish_uri, store.s3)
+    if current is None:
+        raise PublishError(f"Old revisions were not pruned: cannot read which revision {publish_uri} holds.")
+    pruned: list[str] = []
+    try:
+        revisions = list_revisions(publish_uri, store)
+        kept = {revision.number for revision in revisions[-keep_revisions:]} | {current}
+        for revision in revisions:
+            if revision.number not in kept:
+                store.delete(revision.uri)
+                pruned.append(revision.uri)
+    except StorageError as error:
+        raise PublishError(f"Old revisions were not all pruned (deleted {len(pruned)}): {error}") from None
+    return pruned
+
+
+def _delete_quietly(store: ObjectStore, uri: str) -> None:
+    try:
+        store.delete(uri)
+    except StorageError:
+        pass
