@@ -1,8 +1,8 @@
 """Dagster resources: a DuckLake connection (built on ``DuckDBResource``) and an S3 client."""
 
 import contextlib
-from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Annotated, Any, Literal, TypeVar
 
 import dagster as dg
 import duckdb
@@ -12,7 +12,10 @@ from pydantic import Field, field_validator
 from .core.catalog import Catalog, DuckDBCatalog, PostgresCatalog, SQLiteCatalog, parse_catalog
 from .core.errors import ConfigurationError
 from .core.lake import LakeSettings, connect_lake
+from .core.retry import RetryLogger, RetryPolicy, connect_lake_with_retry, execute_with_retry, run_in_transaction
 from .core.s3 import S3Settings
+
+_T = TypeVar("_T")
 
 
 class S3Resource(dg.ConfigurableResource):
@@ -174,6 +177,15 @@ class DuckLakeResource(DuckDBResource):
     memory_limit: str | None = Field(default=None, description="DuckDB memory_limit, e.g. '4GB'.")
     threads: int | None = Field(default=None, description="DuckDB threads.")
     s3: S3Resource | None = Field(default=None, description="S3 settings, needed when any path is s3://.")
+    retry_max_attempts: int = Field(
+        default=10,
+        ge=1,
+        description="Attempts for a write that conflicts with another writer (1 = no retry).",
+    )
+    retry_base_delay_seconds: float = Field(
+        default=0.05, ge=0, description="First backoff after a conflict; doubles per attempt, with jitter."
+    )
+    retry_max_delay_seconds: float = Field(default=2.0, ge=0, description="Longest backoff between two attempts.")
 
     def __init__(self, **data: Any):
         if isinstance(data.get("catalog"), str):
@@ -207,3 +219,72 @@ class DuckLakeResource(DuckDBResource):
         """A connection with extensions loaded, S3 secret created, the lake attached and ``USE``d."""
         with connect_lake(self.lake_settings(), database=self.database, config=self.connection_config) as connection:
             yield connection
+
+    def retry_policy(self) -> RetryPolicy:
+        """The retry settings as the core takes them."""
+        return RetryPolicy(
+            max_attempts=self.retry_max_attempts,
+            base_delay_seconds=self.retry_base_delay_seconds,
+            max_delay_seconds=self.retry_max_delay_seconds,
+        )
+
+    @contextlib.contextmanager
+    def get_connection_with_retry(self, log: RetryLogger | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Like ``get_connection``, attaching again while another process holds a DuckDB-file catalog."""
+        with connect_lake_with_retry(
+            self.lake_settings(),
+            policy=self.retry_policy(),
+            log=log or dg.get_dagster_logger(),
+            database=self.database,
+            config=self.connection_config,
+        ) as connection:
+            yield connection
+
+    def run_in_transaction(
+        self,
+        work: Callable[[duckdb.DuckDBPyConnection], _T],
+        *,
+        connection: duckdb.DuckDBPyConnection | None = None,
+        log: RetryLogger | None = None,
+    ) -> _T:
+        """Run ``work(connection)`` in one lake transaction, all of it again when another writer wins the commit.
+
+        ``work`` may run more than once, so it reads what it needs through the connection it is given.
+        Pass a ``connection`` from ``get_connection_with_retry()`` to reuse it for many transactions (else
+        each call attaches the lake anew), and ``log=context.log`` to see retries in the run's logs.
+
+        .. code-block:: python
+
+            @dg.asset
+            def counters(ducklake: DuckLakeResource) -> None:
+                ducklake.run_in_transaction(
+                    lambda connection: connection.execute("UPDATE counters SET n = n + 1 WHERE name = ?", ["runs"])
+                )
+        """
+        log = log or dg.get_dagster_logger()
+        with contextlib.ExitStack() as stack:
+            if connection is None:
+                connection = stack.enter_context(self.get_connection_with_retry(log))
+            return run_in_transaction(
+                connection, work, policy=self.retry_policy(), log=log, secrets=self.lake_settings().secrets()
+            )
+
+    def execute_with_retry(
+        self,
+        sql: str,
+        parameters: Sequence[Any] | Mapping[str, Any] | None = None,
+        *,
+        connection: duckdb.DuckDBPyConnection | None = None,
+        log: RetryLogger | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Execute one statement (values bound as ``?`` or ``$name``), again on a conflict; returns its rows.
+
+        ``connection`` as in :meth:`run_in_transaction`.
+        """
+        log = log or dg.get_dagster_logger()
+        with contextlib.ExitStack() as stack:
+            if connection is None:
+                connection = stack.enter_context(self.get_connection_with_retry(log))
+            return execute_with_retry(
+                connection, sql, parameters, policy=self.retry_policy(), log=log, secrets=self.lake_settings().secrets()
+            ).fetchall()

@@ -101,3 +101,13 @@ def s3_settings(s3_bucket: S3Bucket) -> S3Settings:
         aws_secret_access_key=endpoint.aws_secret_access_key,
         path_style=True,
     )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """In CI a skipped test counts as failed: a skip there would hide a service we promised to test."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("CI") == "true" and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, which counts as a failure: {report.longrepr}"

@@ -61,6 +61,10 @@ class SQLCommandError(DuckLakeAssetsError):
     """A user SQL command failed."""
 
 
+class WriteConflictError(DuckLakeAssetsError):
+    """A write kept conflicting with concurrent writers after every retry."""
+
+
 def redact(text: str, secrets: "list[str] | tuple[str, ...]") -> str:
     """Replace every secret (and its SQL-escaped form) in ``text`` with ``***``."""
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):

@@ -1,0 +1,351 @@
+"""Restoring a static backup into a DuckLake catalog of any kind.
+
+This is DuckLake's documented recovery (``COPY FROM DATABASE backup TO catalog``) made safe to run:
+
+* a dry run reports the snapshots the restore would drop (those the catalog has and the backup lacks);
+* a catalog holding such snapshots is only overwritten with ``force``;
+* the current catalog is backed up first (the "safety backup"), so a restore can itself be undone;
+* the catalog tables are replaced in one transaction of the catalog database, so a failure leaves the
+  catalog as it was. An empty or missing catalog is first created by DuckLake itself, so a DuckDB, SQLite
+  or PostgreSQL target gets exactly the tables, types and keys DuckLake gives that kind of database (the
+  tables go into ``public`` or the configured metadata schema on PostgreSQL, not into ``main``).
+
+Data files are never touched: files written after the backup's snapshot stay in storage, unreferenced.
+"""
+
+import dataclasses
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from .backup import (
+    BackupResult,
+    attach_catalog_database,
+    catalog_extensions,
+    catalog_file_exists,
+    create_backup,
+    ducklake_tables,
+    fetch_backup,
+    metadata_schema_of,
+    normalize_data_path,
+    resolve_backup_file,
+)
+from .catalog import DuckDBCatalog, PostgresCatalog, SQLiteCatalog
+from .errors import BackupError, DuckLakeAssetsError, RestoreError, redact
+from .extensions import load_extensions
+from .lake import LakeSettings, attach_lake, connect_lake, new_connection
+from .sql import qualified_name, quote_literal
+from .storage import ObjectStore, join_uri
+
+_BACKUP = "ducklake_assets_restore_source"
+_TARGET = "ducklake_assets_restore_target"
+_INIT = "ducklake_assets_restore_init"
+
+
+@dataclass(frozen=True)
+class SnapshotSummary:
+    """One snapshot of the catalog, as a user would want to see it before losing it."""
+
+    snapshot_id: int
+    snapshot_time: datetime
+    author: str | None
+    commit_message: str | None
+    changes: str | None
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """What a restore did, or would do for a dry run.
+
+    ``dropped_snapshots`` are the catalog's snapshots the backup does not have (lost by restoring).
+    ``safety_backup`` is the backup of the catalog taken just before it was overwritten.
+    """
+
+    backup_uri: str
+    snapshot_id: int
+    target: str
+    dry_run: bool
+    restored: bool
+    catalog_existed: bool
+    catalog_latest_snapshot: int | None
+    dropped_snapshots: list[SnapshotSummary]
+    safety_backup: BackupResult | None
+
+    def summary(self) -> str:
+        """One paragraph for logs and the UI."""
+        verb = "Would restore" if self.dry_run else "Restored"
+        text = f"{verb} snapshot {self.snapshot_id} from {self.backup_uri} into {self.target}"
+        if self.dropped_snapshots:
+            ids = ", ".join(str(s.snapshot_id) for s in self.dropped_snapshots[:10])
+            more = "..." if len(self.dropped_snapshots) > 10 else ""
+            text += f"; {len(self.dropped_snapshots)} newer catalog snapshot(s) dropped: {ids}{more}"
+        if self.safety_backup is not None:
+            text += f"; safety backup of the previous catalog: {self.safety_backup.backup.uri}"
+        return text
+
+
+@dataclass(frozen=True)
+class _CatalogState:
+    exists: bool
+    version: str | None
+    snapshots: list[SnapshotSummary]
+
+
+def _read_state(connection: duckdb.DuckDBPyConnection, database: str, schema: str, describe: str) -> _CatalogState:
+    tables = ducklake_tables(connection, database, schema)
+    if not tables:
+        return _CatalogState(False, None, [])
+    if "ducklake_snapshot" not in tables or "ducklake_metadata" not in tables:
+        raise RestoreError(
+            f"{describe} has some DuckLake tables but no ducklake_snapshot or ducklake_metadata: it is damaged. "
+            "Move it away (rename the file, or use another database or metadata_schema) and restore into an "
+            "empty catalog."
+        )
+
+    def table(name: str) -> str:
+        return qualified_name(database, schema, name)
+
+    rows = connection.execute(
+        f"SELECT s.snapshot_id, CAST(s.snapshot_time AS TIMESTAMPTZ), c.author, c.commit_message, c.changes_made "
+        f"FROM {table('ducklake_snapshot')} s LEFT JOIN {table('ducklake_snapshot_changes')} c USING (snapshot_id) "
+        "ORDER BY s.snapshot_id"
+    ).fetchall()
+    version = connection.execute(
+        f"SELECT value FROM {table('ducklake_metadata')} WHERE key = 'version' AND scope IS NULL"
+    ).fetchone()
+    snapshots = [SnapshotSummary(row[0], row[1].astimezone(UTC), *row[2:]) for row in rows]
+    return _CatalogState(True, version[0] if version else None, snapshots)
+
+
+def _inspect_target(target: LakeSettings) -> _CatalogState:
+    if not catalog_file_exists(target.catalog):
+        return _CatalogState(False, None, [])
+    connection = new_connection()
+    try:
+        load_extensions(connection, catalog_extensions(target.catalog))
+        attach_catalog_database(connection, target.catalog, _TARGET, read_only=True)
+        connection.execute("BEGIN TRANSACTION")
+        return _read_state(connection, _TARGET, metadata_schema_of(target), target.describe())
+    except duckdb.Error as error:
+        raise RestoreError(
+            f"Cannot read catalog {target.describe()} before restoring: {redact(str(error), target.secrets())}"
+        ) from None
+    finally:
+        connection.close()
+
+
+def _inspect_backup(path: Path, backup_uri: str) -> tuple[_CatalogState, str, list[str]]:
+    connection = duckdb.connect()
+    try:
+        connection.execute(f"ATTACH {quote_literal(str(path))} AS {_BACKUP} (READ_ONLY)")
+        state = _read_state(connection, _BACKUP, "main", f"backup {backup_uri}")
+        (data_path,) = connection.execute(
+            f"SELECT value FROM {qualified_name(_BACKUP, 'main', 'ducklake_metadata')} "
+            "WHERE key = 'data_path' AND scope IS NULL"
+        ).fetchone()
+        return state, data_path, ducklake_tables(connection, _BACKUP, "main")
+    except duckdb.Error as error:
+        raise RestoreError(f"Backup {backup_uri} is not a readable DuckLake catalog: {error}") from None
+    finally:
+        connection.close()
+
+
+def _default_safety_uri(backup_file: str) -> str:
+    """``safety/`` beside the backup being restored (or that folder itself when restoring a safety backup)."""
+    folder = backup_file.rsplit("/", 1)[0]
+    return folder if folder.endswith("/safety") else join_uri(folder, "safety")
+
+
+def restore_backup(
+    backup: str,
+    target: LakeSettings,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    store: ObjectStore | None = None,
+    safety_backup_uri: str | None = None,
+) -> RestoreResult:
+    """Restore ``backup`` (a backup file, or a backup folder for its latest backup) into ``target``.
+
+    ``target`` may be any catalog kind, existing or not. ``dry_run`` only reports what would happen
+    (including the snapshots that would be dropped). A catalog with snapshots the backup lacks is only
+    overwritten when ``force`` is set. Before an existing catalog is overwritten it is backed up to
+    ``safety_backup_uri`` (default: ``safety/`` beside the backups). ``target.data_path``, when set,
+    replaces the data path recorded in the backup (e.g. after moving the files to a replica bucket).
+    ``store`` reaches the backups (default: an ``ObjectStore`` with the target's S3 settings).
+    """
+    store = store or ObjectStore(target.s3)
+    try:
+        backup_file = resolve_backup_file(backup, store)
+    except BackupError as error:
+        raise RestoreError(str(error)) from None
+    with tempfile.TemporaryDirectory(prefix="ducklake-restore-") as folder:
+        try:
+            local, manifest = fetch_backup(backup_file, store, folder)
+        except BackupError as error:
+            raise RestoreError(str(error)) from None
+        backup_state, backup_data_path, backup_tables = _inspect_backup(local, backup_file)
+        current = _inspect_target(target)
+        known = {(s.snapshot_id, s.snapshot_time) for s in backup_state.snapshots}
+        dropped = [s for s in current.snapshots if (s.snapshot_id, s.snapshot_time) not in known]
+        result = RestoreResult(
+            backup_uri=backup_file,
+            snapshot_id=manifest.snapshot_id,
+            target=target.describe(),
+            dry_run=dry_run,
+            restored=False,
+            catalog_existed=current.exists,
+            catalog_latest_snapshot=current.snapshots[-1].snapshot_id if current.snapshots else None,
+            dropped_snapshots=dropped,
+            safety_backup=None,
+        )
+        if dry_run:
+            return result
+        if dropped and not force:
+            raise RestoreError(
+                f"Refusing to restore snapshot {manifest.snapshot_id} into {target.describe()}: the catalog has "
+                f"{len(dropped)} snapshot(s) the backup lacks (latest {dropped[-1].snapshot_id}), which the "
+                "restore would drop. Run a dry run to see them, and set force=True to restore anyway "
+                "(a safety backup is taken first)."
+            )
+        if current.exists and current.version != backup_state.version:
+            raise RestoreError(
+                f"Backup {backup_file} is DuckLake format {backup_state.version} but {target.describe()} is "
+                f"format {current.version}; restore into an empty catalog with the DuckLake version that made "
+                "the backup"
+            )
+        safety = None
+        if current.exists:
+            try:
+                safety = create_backup(target, safety_backup_uri or _default_safety_uri(backup_file), store=store)
+            except DuckLakeAssetsError as error:
+                raise RestoreError(
+                    f"Could not take the safety backup of {target.describe()}, so nothing was restored: {error}"
+                ) from None
+        data_path = normalize_data_path(target.data_path) if target.data_path else backup_data_path
+        _replace_catalog(local, backup_tables, target, current, data_path)
+    _check_restored(target, manifest.snapshot_id)
+    return dataclasses.replace(result, restored=True, safety_backup=safety)
+
+
+def _replace_catalog(
+    backup_path: Path, backup_tables: list[str], target: LakeSettings, current: _CatalogState, data_path: str
+) -> None:
+    """Make the target's catalog tables equal to the backup's, in one transaction.
+
+    A catalog that did not exist is created by DuckLake first, and removed again if the restore fails.
+    """
+    connection = new_connection(memory_limit=target.memory_limit, threads=target.threads)
+    failure: Exception | None = None
+    try:
+        load_extensions(connection, catalog_extensions(target.catalog) + ([] if current.exists else ["ducklake"]))
+        connection.execute(f"ATTACH {quote_literal(str(backup_path))} AS {_BACKUP} (READ_ONLY)")
+        if not current.exists:
+            init = dataclasses.replace(target, alias=_INIT, read_only=False, data_path=data_path, attach_options={})
+            attach_lake(connection, init, use=False)
+            connection.execute(f"DETACH {_INIT}")
+        attach_catalog_database(connection, target.catalog, _TARGET, read_only=False)
+        _copy_tables(connection, backup_tables, target, current, data_path)
+    except (duckdb.Error, DuckLakeAssetsError) as error:
+        failure = error
+    finally:
+        connection.close()
+    if failure is None:
+        return
+    if not current.exists:
+        _remove_created_catalog(target)
+    if isinstance(failure, RestoreError):
+        raise failure
+    raise RestoreError(
+        f"Restore into {target.describe()} failed and was rolled back: {redact(str(failure), target.secrets())}"
+    ) from None
+
+
+def _copy_tables(
+    connection: duckdb.DuckDBPyConnection,
+    backup_tables: list[str],
+    target: LakeSettings,
+    current: _CatalogState,
+    data_path: str,
+) -> None:
+    schema = metadata_schema_of(target)
+    connection.execute("BEGIN TRANSACTION")
+    now = _read_state(connection, _TARGET, schema, target.describe())
+    if current.exists and [s.snapshot_id for s in now.snapshots] != [s.snapshot_id for s in current.snapshots]:
+        raise RestoreError(
+            f"{target.describe()} changed while the restore was being prepared (another writer committed); "
+            "nothing was restored. Stop the writers and run the restore again."
+        )
+    (backup_version,) = connection.execute(
+        f"SELECT value FROM {qualified_name(_BACKUP, 'main', 'ducklake_metadata')} "
+        "WHERE key = 'version' AND scope IS NULL"
+    ).fetchone()
+    if now.version != backup_version:
+        raise RestoreError(
+            f"Backup is DuckLake format {backup_version} but {target.describe()} is format {now.version}; "
+            "restore into an empty catalog with the DuckLake version that made the backup"
+        )
+    target_tables = ducklake_tables(connection, _TARGET, schema)
+    for table in target_tables:
+        if table not in backup_tables:
+            connection.execute(f"DROP TABLE {qualified_name(_TARGET, schema, table)}")
+    for table in backup_tables:
+        source = qualified_name(_BACKUP, "main", table)
+        destination = qualified_name(_TARGET, schema, table)
+        if table in target_tables:
+            connection.execute(f"DELETE FROM {destination}")
+            connection.execute(f"INSERT INTO {destination} BY NAME SELECT * FROM {source}")
+        else:
+            connection.execute(f"CREATE TABLE {destination} AS SELECT * FROM {source}")
+    connection.execute(
+        f"UPDATE {qualified_name(_TARGET, schema, 'ducklake_metadata')} SET value = ? "
+        "WHERE key = 'data_path' AND scope IS NULL",
+        [data_path],
+    )
+    connection.execute("COMMIT")
+
+
+def _remove_created_catalog(target: LakeSettings) -> None:
+    """Undo the empty catalog a failed restore created, so the target is as it was before."""
+    catalog = target.catalog
+    if isinstance(catalog, DuckDBCatalog | SQLiteCatalog):
+        path = Path(catalog.path).expanduser().resolve()
+        for leftover in (path, path.with_name(path.name + ".wal"), path.with_name(path.name + "-journal")):
+            if leftover.is_file():
+                leftover.unlink()
+        return
+    if isinstance(catalog, PostgresCatalog):
+        schema = metadata_schema_of(target)
+        connection = new_connection()
+        try:
+            load_extensions(connection, catalog_extensions(catalog))
+            attach_catalog_database(connection, catalog, _TARGET, read_only=False)
+            connection.execute("BEGIN TRANSACTION")
+            for table in ducklake_tables(connection, _TARGET, schema):
+                connection.execute(f"DROP TABLE {qualified_name(_TARGET, schema, table)}")
+            connection.execute("COMMIT")
+        finally:
+            connection.close()
+
+
+def _check_restored(target: LakeSettings, snapshot_id: int) -> None:
+    """Attach the restored catalog as DuckLake and check it is at the backup's snapshot."""
+    reader = dataclasses.replace(target, read_only=True)
+    try:
+        with connect_lake(reader) as connection:
+            (latest,) = connection.execute(
+                "SELECT max(snapshot_id) FROM ducklake_snapshots(?)", [reader.alias]
+            ).fetchone()
+    except (duckdb.Error, DuckLakeAssetsError) as error:
+        raise RestoreError(
+            f"The restored catalog {target.describe()} does not attach as a DuckLake: "
+            f"{redact(str(error), target.secrets())}. The safety backup holds the previous catalog."
+        ) from None
+    if latest != snapshot_id:
+        raise RestoreError(
+            f"The restored catalog {target.describe()} is at snapshot {latest}, expected {snapshot_id}; "
+            "the safety backup holds the previous catalog"
+        )

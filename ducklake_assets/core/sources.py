@@ -1,0 +1,291 @@
+"""Where source Parquet files come from, how their paths are compared, and which table each one feeds.
+
+A source is a local folder, an ``s3://bucket/prefix`` or a manifest CSV with a ``full_path`` column (the
+format the frozen-lake tooling writes) that may mix local paths, ``s3://`` and ``https://`` URLs. Listing
+a source yields :class:`SourceFile` objects whose ``uri`` is normalised by :func:`normalize_uri`, so the
+same file always has the same spelling, whatever form it was listed or registered under.
+"""
+
+import csv
+import io
+import json
+import os
+import posixpath
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import PurePosixPath
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ConfigurationError
+from .lake import is_remote
+from .storage import ObjectStore, StoredObject, split_s3_uri
+
+DEFAULT_PATTERN = "**/*.parquet"
+TableNameFrom = Literal["file_name", "parent_folder", "regex"]
+SourceKind = Literal["folder", "s3", "manifest"]
+NewFileOrder = Literal["modified", "key"]
+
+_S3_SCHEMES = ("s3://", "s3a://", "s3n://")
+_WEB_SCHEMES = ("http://", "https://")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def normalize_uri(path: str, base: str | None = None) -> str:
+    """The one spelling of a file location used to tell whether two listings name the same file.
+
+    Local paths become absolute (relative ones are taken from ``base``, else the working folder), with
+    ``./``, ``..`` and doubled slashes collapsed; symbolic links are kept as written. ``s3a://`` and
+    ``s3n://`` become ``s3://``. Object keys and URL paths are kept exactly: an object store treats
+    ``a//b`` and ``a/b`` as two different objects.
+    """
+    text = path if isinstance(path, str) else ""
+    if not text.strip():
+        raise ConfigurationError("a source file path is empty")
+    lowered = text.lower()
+    if lowered.startswith(_S3_SCHEMES):
+        bucket, key = split_s3_uri(text)
+        return f"s3://{bucket}/{key}"
+    if lowered.startswith(_WEB_SCHEMES):
+        parts = urlsplit(text)
+        return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, ""))
+    if is_remote(text):
+        raise ConfigurationError(f"source file {text!r}: only local paths, s3:// and http(s):// URLs are supported")
+    if lowered.startswith("file://"):
+        text = urlsplit(text).path
+    local = os.path.expanduser(text)
+    if not os.path.isabs(local):
+        local = os.path.join(base if base is not None else os.getcwd(), local)
+    normalized = os.path.normpath(local)
+    return "/" + normalized.lstrip("/") if normalized.startswith("//") else normalized
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One Parquet file to register: its normalised location and the table it belongs to."""
+
+    uri: str
+    table: str
+    schema: str = "main"
+    size: int | None = None
+    modified: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TableNaming:
+    """How a file's path decides its table.
+
+    ``file_name`` (default): the file name up to its first dot (``astronauts.p1.parquet`` ->
+    ``astronauts``). ``parent_folder``: the name of the folder holding the file. ``regex``: the named
+    group ``table`` of ``regex``, searched in the path relative to the source root (the whole path for
+    a manifest). ``schema`` is the DuckLake schema the tables go to.
+    """
+
+    source: TableNameFrom = "file_name"
+    regex: str | None = None
+    schema: str = "main"
+
+    def __post_init__(self) -> None:
+        if self.source not in ("file_name", "parent_folder", "regex"):
+            raise ConfigurationError(
+                f"table_name_from must be 'file_name', 'parent_folder' or 'regex', got {self.source!r}"
+            )
+        if (self.source == "regex") != (self.regex is not None):
+            raise ConfigurationError("give table_name_regex exactly when table_name_from='regex'")
+        if self.regex is not None:
+            try:
+                compiled = re.compile(self.regex)
+            except re.error as error:
+                raise ConfigurationError(f"table_name_regex {self.regex!r} is not a valid regex: {error}") from None
+            if "table" not in compiled.groupindex:
+                raise ConfigurationError(
+                    f"table_name_regex {self.regex!r} needs a named group 'table', e.g. r'(?P<table>[^/]+)/[^/]+$'"
+                )
+        _check_name(self.schema, "schema", f"schema setting {self.schema!r}")
+
+    def table_for(self, uri: str, relative: str) -> str:
+        """The table ``uri`` belongs to; ``relative`` is its path below the source root."""
+        if self.source == "file_name":
+            name = PurePosixPath(uri).name.split(".", 1)[0]
+        elif self.source == "parent_folder":
+            name = PurePosixPath(uri).parent.name
+        else:
+            match = re.search(self.regex or "", relative or uri)
+            if match is None or not match.group("table"):
+                raise ConfigurationError(
+                    f"Source file {uri} does not match table_name_regex {self.regex!r}: adjust the regex, or "
+                    "narrow the pattern so the file is not listed"
+                )
+            name = match.group("table")
+        _check_name(name, "table", f"source file {uri}")
+        return name
+
+
+def _check_name(name: str, what: str, origin: str) -> None:
+    if not name:
+        raise ConfigurationError(
+            f"Cannot derive a {what} name from {origin}: it is empty. Rename it or choose another table_name_from"
+        )
+    if _CONTROL_CHARACTERS.search(name):
+        raise ConfigurationError(
+            f"Cannot use {name!r} from {origin} as a {what} name: it contains control characters. Rename it"
+        )
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """A place that holds source Parquet files: a folder, an ``s3://`` prefix or a manifest ``.csv``.
+
+    ``pattern`` is a glob on the path below the root (``**/`` also matches no folder); files and folders
+    whose name starts with ``.`` or ``_`` (temporary and hidden files of Spark, Hive, rsync) are ignored.
+    A manifest lists its files itself, so ``pattern`` does not apply to it; relative paths in a manifest
+    are taken from the manifest's own folder.
+    """
+
+    location: str
+    pattern: str = DEFAULT_PATTERN
+    naming: TableNaming = field(default_factory=TableNaming)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.location, str) or not self.location.strip():
+            raise ConfigurationError("source must be a folder, an s3://bucket/prefix or a manifest .csv")
+        if self.location.lower().startswith(_WEB_SCHEMES):
+            raise ConfigurationError(
+                f"source {self.location!r}: a web location cannot be listed; put its URLs in a manifest CSV "
+                "with a full_path column and use the manifest as the source"
+            )
+        if not self.pattern:
+            raise ConfigurationError("pattern must not be empty; the default is '**/*.parquet'")
+
+    @property
+    def kind(self) -> SourceKind:
+        if self.location.lower().endswith(".csv"):
+            return "manifest"
+        return "s3" if self.location.lower().startswith(_S3_SCHEMES) else "folder"
+
+    @property
+    def root(self) -> str:
+        """The normalised location, without a trailing slash."""
+        normalized = normalize_uri(self.location)
+        return normalized if self.kind == "manifest" else normalized.rstrip("/")
+
+    @property
+    def needs_s3(self) -> bool:
+        """Whether listing the source (or reading its manifest) needs S3 credentials."""
+        return self.root.startswith("s3://")
+
+    def list_files(self, store: ObjectStore) -> list[SourceFile]:
+        """Every source file, each with its table, sorted by location."""
+        if self.kind == "manifest":
+            return self.read_manifest(store)
+        return [self.source_file(item) for item in self.list_objects(store)]
+
+    def list_objects(self, store: ObjectStore, start_after: str | None = None) -> list[StoredObject]:
+        """The files below a folder or prefix that match the pattern, sorted by location.
+
+        ``start_after`` (a location) lists only what sorts after it: on S3 the listing itself starts
+        there, so its cost follows the number of newer keys.
+        """
+        if self.kind == "manifest":
+            raise ConfigurationError("a manifest source is read with read_manifest, not listed")
+        found = store.list_prefix(self.root, self.pattern, start_after=start_after)
+        return [item for item in found if not _hidden(self.relative_path(item.uri))]
+
+    def relative_path(self, uri: str) -> str:
+        if self.kind == "manifest":
+            return ""
+        return uri.removeprefix(self.root + "/")
+
+    def source_file(self, item: StoredObject) -> SourceFile:
+        uri = normalize_uri(item.uri)
+        return SourceFile(
+            uri=uri,
+            table=self.naming.table_for(uri, self.relative_path(uri)),
+            schema=self.naming.schema,
+            size=item.size,
+            modified=item.modified,
+        )
+
+    def read_manifest(self, store: ObjectStore) -> list[SourceFile]:
+        """The files a manifest CSV names in its ``full_path`` column, in manifest order."""
+        location = self.root
+        text = store.get_bytes(location).decode("utf-8-sig")
+        reader = csv.DictReader(io.StringIO(text))
+        if reader.fieldnames is None or "full_path" not in [name.strip() for name in reader.fieldnames]:
+            raise ConfigurationError(
+                f"Manifest {location} has no full_path column; its first line must be a header naming full_path"
+            )
+        column = next(name for name in reader.fieldnames if name.strip() == "full_path")
+        on_s3 = location.startswith("s3://")
+        base = posixpath.dirname(location) if on_s3 else os.path.dirname(location)
+        files = []
+        for line, row in enumerate(reader, start=2):
+            entry = (row.get(column) or "").strip()
+            if not entry:
+                continue
+            if on_s3 and not is_remote(entry) and not entry.startswith("/"):
+                entry = base + "/" + entry
+            try:
+                uri = normalize_uri(entry, base=None if on_s3 else base)
+            except ConfigurationError as error:
+                raise ConfigurationError(f"Manifest {location}, line {line}: {error}") from None
+            files.append(SourceFile(uri=uri, table=self.naming.table_for(uri, ""), schema=self.naming.schema))
+        return files
+
+
+@dataclass(frozen=True)
+class NewFiles:
+    """What changed in a source since a cursor: the new locations and the cursor to keep."""
+
+    uris: tuple[str, ...]
+    cursor: str
+
+
+def find_new_files(
+    source: FileSource, store: ObjectStore, cursor: str | None, order: NewFileOrder = "modified"
+) -> NewFiles:
+    """The files that appeared in ``source`` since ``cursor`` (``None``: every file is new).
+
+    ``order='key'`` suits sources whose new files always sort after the existing ones (date- or
+    sequence-named keys): on S3 the listing starts after the cursor's key, so a check costs in
+    proportion to the new files. ``order='modified'`` (default) suits any naming: the source is listed
+    and files modified after the cursor's time (or at that time but not yet seen) are new; on S3 that
+    is one request per 1,000 keys. A manifest counts as changed when its size or modification time
+    changes; its cursor is that fingerprint.
+    """
+    state = json.loads(cursor) if cursor else {}
+    if source.kind == "manifest":
+        stat = store.stat(source.root)
+        fingerprint = f"{stat.size}:{stat.modified.isoformat()}"
+        if state.get("manifest") == fingerprint:
+            return NewFiles((), cursor or "")
+        return NewFiles((source.root,), json.dumps({"manifest": fingerprint}))
+    if order == "key":
+        found = source.list_objects(store, start_after=state.get("after"))
+        if not found:
+            return NewFiles((), cursor or json.dumps({}))
+        return NewFiles(tuple(item.uri for item in found), json.dumps({"after": found[-1].uri}))
+    if order != "modified":
+        raise ConfigurationError(f"new-file order must be 'modified' or 'key', got {order!r}")
+    mark = datetime.fromisoformat(state["modified"]) if "modified" in state else None
+    seen_at_mark = set(state.get("seen_at_mark", []))
+    found = [
+        item
+        for item in source.list_objects(store)
+        if mark is None or item.modified > mark or (item.modified == mark and item.uri not in seen_at_mark)
+    ]
+    if not found:
+        return NewFiles((), cursor or json.dumps({}))
+    newest = max(item.modified for item in found)
+    at_newest = {item.uri for item in found if item.modified == newest}
+    if newest == mark:
+        at_newest |= seen_at_mark
+    return NewFiles(
+        tuple(item.uri for item in found),
+        json.dumps({"modified": newest.isoformat(), "seen_at_mark": sorted(at_newest)}),
+    )
+
+
+def _hidden(relative: str) -> bool:
+    return any(part.startswith((".", "_")) for part in relative.split("/"))

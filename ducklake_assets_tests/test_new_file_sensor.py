@@ -1,0 +1,175 @@
+"""The new-file sensor: a cursor over the source, run keys that make a repeated tick harmless."""
+
+import os
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from ducklake_assets.core.s3 import S3Settings
+from ducklake_assets.core.sources import FileSource, find_new_files
+from ducklake_assets.core.sql import quote_literal
+from ducklake_assets.core.storage import ObjectStore
+from ducklake_assets.pipeline import build_ducklake_pipeline
+from ducklake_assets.resources import S3Resource
+from ducklake_assets_tests.services import S3Bucket
+
+SNAPSHOT = dg.AssetKey(["space", "catalog_snapshot"])
+
+
+def crew(path: Path, first: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect() as connection:
+        rows = f"SELECT range AS id FROM range({first}, {first + 10})"
+        connection.execute(f"COPY ({rows}) TO {quote_literal(str(path))} (FORMAT parquet)")
+    return path
+
+
+def tick(defs: dg.Definitions, cursor: str | None, resources: dict | None = None):
+    sensor = defs.resolve_sensor_def("space_new_files")
+    with dg.build_sensor_context(cursor=cursor, resources=resources, definitions=defs) as context:
+        return sensor.evaluate_tick(context)
+
+
+def s3_resource(bucket: S3Bucket) -> S3Resource:
+    endpoint = bucket.endpoint
+    return S3Resource(
+        endpoint_url=endpoint.endpoint_url,
+        region_name=endpoint.region_name,
+        aws_access_key_id=endpoint.aws_access_key_id,
+        aws_secret_access_key=endpoint.aws_secret_access_key,
+        addressing_style="path",
+    )
+
+
+def test_new_local_files_request_one_run_per_change(tmp_path: Path) -> None:
+    source = tmp_path / "space"
+    first = crew(source / "astronauts.p1.parquet")
+    os.utime(first, (1_700_000_000, 1_700_000_000))
+    defs = build_ducklake_pipeline("space", str(source), str(tmp_path / "space.ducklake"), str(tmp_path / "data"))
+
+    initial = tick(defs, None)
+    (request,) = initial.run_requests
+    assert request.asset_selection == [SNAPSHOT] and request.tags["ducklake_assets/new_files"] == "1"
+
+    repeated = tick(defs, None)
+    assert [r.run_key for r in repeated.run_requests] == [request.run_key]  # Dagster drops the duplicate
+
+    quiet = tick(defs, initial.cursor)
+    assert quiet.run_requests == [] and quiet.skip_message == f"No new files in {source}"
+
+    same_time = crew(source / "astronauts.p2.parquet", 10)
+    os.utime(same_time, (1_700_000_000, 1_700_000_000))
+    later = crew(source / "astronauts.p3.parquet", 20)
+    os.utime(later, (1_700_000_100, 1_700_000_100))
+    changed = tick(defs, initial.cursor)
+
+    (second,) = changed.run_requests
+    assert second.run_key != request.run_key and second.tags["ducklake_assets/new_files"] == "2"
+    assert tick(defs, changed.cursor).run_requests == []
+
+
+def test_the_requested_run_registers_what_the_catalog_lacks(tmp_path: Path) -> None:
+    source = tmp_path / "space"
+    crew(source / "astronauts.p1.parquet")
+    defs = build_ducklake_pipeline("space", str(source), str(tmp_path / "space.ducklake"), str(tmp_path / "data"))
+    instance = dg.DagsterInstance.ephemeral()
+
+    for _ in range(2):
+        (request,) = tick(defs, None).run_requests
+        result = dg.materialize(
+            list(defs.assets), resources=defs.resources, instance=instance, selection=request.asset_selection
+        )
+        assert result.success
+
+    lake = defs.resources["space_ducklake"]
+    with lake.get_connection() as connection:
+        assert connection.execute("SELECT count(*) FROM astronauts").fetchall() == [(10,)]
+
+
+def test_s3_key_order_lists_only_keys_after_the_cursor(
+    tmp_path: Path, s3_bucket: S3Bucket, s3_settings: S3Settings
+) -> None:
+    client = s3_bucket.client()
+    local = crew(tmp_path / "crew.parquet")
+    for day in range(1, 21):
+        client.upload_file(str(local), s3_bucket.name, f"space/day={day:02d}/astronauts.parquet")
+    defs = build_ducklake_pipeline(
+        "space",
+        s3_bucket.uri("space"),
+        str(tmp_path / "space.ducklake"),
+        str(tmp_path / "data"),
+        s3=s3_resource(s3_bucket),
+        sensor_order="key",
+    )
+    resources = {"space_s3": s3_resource(s3_bucket)}
+
+    initial = tick(defs, None, resources)
+    assert initial.run_requests[0].tags["ducklake_assets/new_files"] == "20"
+    assert tick(defs, initial.cursor, resources).run_requests == []
+
+    for day in (21, 22):
+        client.upload_file(str(local), s3_bucket.name, f"space/day={day:02d}/astronauts.parquet")
+    store = ObjectStore(s3_settings)
+    keys_listed: list[int] = []
+    store.client().meta.events.register(
+        "after-call.s3.ListObjectsV2", lambda parsed, **_: keys_listed.append(parsed.get("KeyCount", 0))
+    )
+    found = find_new_files(FileSource(s3_bucket.uri("space")), store, initial.cursor, "key")
+
+    assert found.uris == (
+        s3_bucket.uri("space/day=21/astronauts.parquet"),
+        s3_bucket.uri("space/day=22/astronauts.parquet"),
+    )
+    assert sum(keys_listed) == 2  # the 20 older keys were not listed again
+    changed = tick(defs, initial.cursor, resources)
+    assert changed.run_requests[0].tags["ducklake_assets/new_files"] == "2"
+    assert tick(defs, changed.cursor, resources).run_requests == []
+
+
+def test_s3_modified_order_finds_new_keys_anywhere(tmp_path: Path, s3_bucket: S3Bucket) -> None:
+    client = s3_bucket.client()
+    local = crew(tmp_path / "crew.parquet")
+    client.upload_file(str(local), s3_bucket.name, "space/missions.p1.parquet")
+    defs = build_ducklake_pipeline(
+        "space",
+        s3_bucket.uri("space"),
+        str(tmp_path / "space.ducklake"),
+        str(tmp_path / "data"),
+        s3=s3_resource(s3_bucket),
+    )
+    resources = {"space_s3": s3_resource(s3_bucket)}
+    initial = tick(defs, None, resources)
+    assert len(initial.run_requests) == 1
+
+    time.sleep(1.1)  # S3 keeps LastModified in whole seconds
+    client.upload_file(str(local), s3_bucket.name, "space/astronauts.p1.parquet")  # sorts before the cursor's key
+    changed = tick(defs, initial.cursor, resources)
+
+    assert changed.run_requests[0].tags["ducklake_assets/new_files"] == "1"
+    assert tick(defs, changed.cursor, resources).run_requests == []
+
+
+def test_a_manifest_triggers_a_run_when_it_changes(tmp_path: Path) -> None:
+    crew(tmp_path / "space" / "astronauts.p1.parquet")
+    manifest = tmp_path / "space" / "files.csv"
+    manifest.write_text("full_path\nastronauts.p1.parquet\n")
+    defs = build_ducklake_pipeline("space", str(manifest), str(tmp_path / "space.ducklake"), str(tmp_path / "data"))
+
+    initial = tick(defs, None)
+    assert len(initial.run_requests) == 1
+    assert tick(defs, initial.cursor).run_requests == []
+
+    crew(tmp_path / "space" / "astronauts.p2.parquet", 10)
+    manifest.write_text("full_path\nastronauts.p1.parquet\nastronauts.p2.parquet\n")
+    changed = tick(defs, initial.cursor)
+    assert len(changed.run_requests) == 1 and changed.run_requests[0].run_key != initial.run_requests[0].run_key
+
+
+@pytest.mark.parametrize("order", ["modified", "key"])
+def test_an_empty_source_requests_nothing(tmp_path: Path, order: str) -> None:
+    (tmp_path / "space").mkdir()
+    found = find_new_files(FileSource(str(tmp_path / "space")), ObjectStore(), None, order)
+    assert found.uris == ()
