@@ -8,7 +8,7 @@ In one run:
 * PostgreSQL catalog: each worker attaches the lake once and keeps the connection; every task is one
   ``INSERT`` (one DuckLake commit) through ``execute_with_retry``, so conflicts are retried;
 * DuckDB-file catalog with retry: one process may hold the catalog, so every task attaches, inserts and
-  detaches, attaching again while another worker holds it (``connect_lake_with_retry``);
+  detaches, attaching again while another worker holds it (``connect_lake`` with a retry policy);
 * DuckDB-file catalog without retry: the same, failing on the first "Conflicting lock" (the baseline the
   published 44 s comes with).
 
@@ -42,7 +42,7 @@ from psycopg import sql
 
 from ducklake_assets.core.catalog import PostgresCatalog
 from ducklake_assets.core.lake import LakeSettings, connect_lake
-from ducklake_assets.core.retry import RetryPolicy, connect_lake_with_retry, execute_with_retry
+from ducklake_assets.core.retry import RetryPolicy, execute_with_retry
 
 DEFAULT_PG_DSN = "dbname=postgres host=127.0.0.1 user=postgres"
 PUBLISHED_SECONDS = {"postgres": 28.0, "duckdb": 44.0}
@@ -84,9 +84,7 @@ def _start_worker(scenario: Scenario) -> None:
     log = _CountingLog()
     _worker.update(scenario=scenario, log=log, stack=stack)
     if scenario.pooled:
-        _worker["connection"] = stack.enter_context(
-            connect_lake_with_retry(scenario.settings, policy=scenario.retry, log=log)
-        )
+        _worker["connection"] = stack.enter_context(connect_lake(scenario.settings, retry=scenario.retry, log=log))
 
 
 def _insert(task: int) -> TaskResult:
@@ -97,7 +95,7 @@ def _insert(task: int) -> TaskResult:
     try:
         with ExitStack() as stack:
             connection = _worker.get("connection") or stack.enter_context(
-                connect_lake_with_retry(scenario.settings, policy=scenario.retry, log=log)
+                connect_lake(scenario.settings, retry=scenario.retry, log=log)
             )
             execute_with_retry(
                 connection,

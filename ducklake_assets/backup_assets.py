@@ -106,6 +106,7 @@ def build_backup_definitions(
     max_age: timedelta | None = None,
     blocking: bool = False,
     backup_cron: str | None = None,
+    schedule_default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.RUNNING,
     freshness_fail_window: timedelta | None = timedelta(hours=26),
     freshness_warn_window: timedelta | None = None,
     group_name: str | None = None,
@@ -121,7 +122,8 @@ def build_backup_definitions(
     most ``max_snapshot_lag`` snapshots none of which waited longer than ``max_age``;
     ``backup_is_restorable``; ``backup_files_exist``. ``blocking`` makes failing checks stop downstream
     assets in the same run. Also a job ``<name>_restore_catalog`` (config: backup, dry_run, force), a
-    schedule ``<name>_static_backup_schedule`` when ``backup_cron`` is set, and a freshness policy.
+    schedule ``<name>_static_backup_schedule`` when ``backup_cron`` is set (status
+    ``schedule_default_status``, RUNNING: a schedule you configure is one you want to run), and a freshness policy.
     """
     check_retention(keep_last, keep_within)
     if not isinstance(max_snapshot_lag, int) or max_snapshot_lag < 0:
@@ -293,6 +295,7 @@ def build_backup_definitions(
                 name=f"{name}_static_backup_schedule",
                 cron_schedule=backup_cron,
                 target=dg.AssetSelection.assets(backup_key),
+                default_status=schedule_default_status,
             )
         )
     return dg.Definitions(

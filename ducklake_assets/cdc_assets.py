@@ -167,7 +167,7 @@ def build_cdc_definitions(
     def cdc_changes(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         settings = settings_of(context)
         ducklake: DuckLakeResource = getattr(context.resources, lake_resource_key)
-        with ducklake.get_connection_with_retry(context.log) as connection:
+        with ducklake.get_connection(context.log) as connection:
             result = transfer_batch(
                 settings,
                 connection,
@@ -200,7 +200,7 @@ def build_cdc_definitions(
     def cdc_mirrors(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         settings = settings_of(context)
         ducklake: DuckLakeResource = getattr(context.resources, lake_resource_key)
-        with ducklake.get_connection_with_retry(context.log) as connection:
+        with ducklake.get_connection(context.log) as connection:
             result = apply_to_mirrors(
                 settings, connection, lake_alias=ducklake.alias, policy=ducklake.retry_policy(), log=context.log
             )

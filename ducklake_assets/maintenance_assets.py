@@ -46,6 +46,7 @@ def build_maintenance_definitions(
     publish_uris: Sequence[str] = (),
     cron_schedule: str | None = "0 3 * * *",
     execution_timezone: str = "UTC",
+    schedule_default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
     expire_older_than: timedelta | None = timedelta(days=7),
     keep_last_snapshots: int | None = None,
     cleanup_older_than: timedelta = timedelta(hours=1),
@@ -58,7 +59,8 @@ def build_maintenance_definitions(
     Assets ``[name, "flush_inlined_data"]``, ``[name, "merge_adjacent_files"]``, ``[name, "expire_snapshots"]``
     and ``[name, "cleanup_old_files"]``, run in that order by one step (any subset can be materialized), a
     job ``<name>_maintenance`` and, unless ``cron_schedule`` is ``None``, a schedule
-    ``<name>_maintenance_schedule`` (03:00 UTC daily by default).
+    ``<name>_maintenance_schedule`` (03:00 UTC daily by default; it starts as ``schedule_default_status``,
+    STOPPED, so deleting old files begins only when someone turns it on or asks for it).
 
     ``backup_uris`` (backup folders) and ``publish_uris`` (published frozen lakes) are read at every run:
     the snapshots their retained backups and revisions hold are never expired and the files they
@@ -135,6 +137,7 @@ def build_maintenance_definitions(
                 cron_schedule=cron_schedule,
                 job=job,
                 execution_timezone=execution_timezone,
+                default_status=schedule_default_status,
             )
         ]
         if cron_schedule

@@ -2,6 +2,7 @@
 
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 
 import dagster as dg
 
@@ -11,8 +12,9 @@ from .core.lake import is_remote
 from .core.registration import BadFiles, SchemaDrift, check_policies
 from .core.sources import DEFAULT_PATTERN, FileSource, NewFileOrder, TableNameFrom, TableNaming
 from .core.sql import OptionValue
+from .maintenance_assets import build_maintenance_definitions
 from .publish_assets import build_publish_definitions
-from .resources import DuckLakeResource, S3Resource
+from .resources import CatalogConfig, DuckLakeResource, S3Resource
 from .snapshot_assets import (
     catalog_snapshot_asset,
     ducklake_resource_key,
@@ -23,11 +25,34 @@ from .snapshot_assets import (
 
 _PIPELINE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+EAGER = "eager"
+_CRON = re.compile(r"^\s*([0-9A-Za-z*/,\-?LW#]+\s+){4}[0-9A-Za-z*/,\-?LW#]+\s*$")
+
+
+def automation_condition(setting: str | None, setting_name: str) -> dg.AutomationCondition | None:
+    """``"eager"``: after every upstream materialization; a cron string: at each tick of it, when upstream
+    changed since the asset last ran; ``None``: only when someone (or a schedule) asks."""
+    if setting is None:
+        return None
+    if setting == EAGER:
+        return dg.AutomationCondition.eager()
+    if not _CRON.match(setting):
+        raise ConfigurationError(f"{setting_name} must be 'eager', a cron string or None, got {setting!r}")
+    changed_since_last_run = dg.AutomationCondition.any_deps_updated().since(
+        dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated()
+    )
+    return (
+        dg.AutomationCondition.cron_tick_passed(setting)
+        & (changed_since_last_run | dg.AutomationCondition.missing())
+        & ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label(f"at {setting} when upstream changed")
+
 
 def build_ducklake_pipeline(
     name: str,
     source: str,
-    catalog: str,
+    catalog: str | CatalogConfig,
     data_path: str,
     backup_uri: str | None = None,
     publish_uri: str | None = None,
@@ -41,8 +66,21 @@ def build_ducklake_pipeline(
     bad_files: BadFiles = "fail",
     sensor_order: NewFileOrder = "modified",
     sensor_interval_seconds: int = 30,
-    sensor_default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
+    sensor_default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
     attach_options: Mapping[str, OptionValue] | None = None,
+    backup_automation: str | None = EAGER,
+    publish_automation: str | None = EAGER,
+    automation_default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    backup_cron: str | None = None,
+    keep_backups: int | None = 30,
+    keep_backups_within: timedelta | None = None,
+    backup_max_snapshot_lag: int = 0,
+    backup_max_age: timedelta | None = None,
+    blocking_checks: bool = False,
+    keep_revisions: int = 5,
+    maintenance_cron: str | None = None,
+    expire_snapshots_older_than: timedelta | None = timedelta(days=7),
+    schedule_default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.RUNNING,
 ) -> dg.Definitions:
     """Definitions for a DuckLake fed by Parquet files that another system writes.
 
@@ -51,10 +89,17 @@ def build_ducklake_pipeline(
     ``full_path`` column; ``pattern`` selects files below a folder or prefix. Tables are named after the
     file name up to its first dot, or (``table_name_from``) the parent folder or the named group
     ``table`` of ``table_name_regex``; they go to schema ``schema``. ``catalog`` is a DuckLake catalog
-    string (DuckDB file, ``sqlite:...``, ``postgres:...``), ``data_path`` a folder or ``s3://`` prefix.
+    string (DuckDB file, ``sqlite:...``, ``postgres:...``) or a catalog config such as
+    ``PostgresCatalogConfig(..., password=dg.EnvVar("LAKE_PASSWORD"))``; ``data_path`` a folder or ``s3://`` prefix.
     ``schema_drift`` is ``fail``, ``ignore_extra_columns`` or ``evolve``; ``bad_files`` is ``fail`` or
     ``skip``. The sensor ``f"{name}_new_files"`` watches the source (``sensor_order``: ``modified`` or
     ``key``). ``s3`` is needed when any location is on S3.
+
+    Automation: ``backup_automation`` and ``publish_automation`` are ``"eager"`` (after every upstream
+    materialization, the default), a cron string (at most once per tick, when upstream changed) or ``None``;
+    the sensor ``f"{name}_automation"`` that evaluates them starts RUNNING, as does the new-file sensor and
+    every schedule you configure (``backup_cron``; ``maintenance_cron`` adds the maintenance assets, which
+    never touch what a retained backup or published revision needs).
 
     .. code-block:: python
 
@@ -92,51 +137,110 @@ def build_ducklake_pipeline(
         if location and is_remote(location) and not location.lower().startswith("s3://"):
             raise ConfigurationError(f"{setting} {location!r} must be a local path or an s3:// URI")
 
+    backup_condition = automation_condition(backup_automation, "backup_automation")
+    publish_condition = automation_condition(publish_automation, "publish_automation")
     lake = DuckLakeResource(catalog=catalog, data_path=data_path, s3=s3, attach_options=dict(attach_options or {}))
-    resources: dict[str, object] = {ducklake_resource_key(name): lake}
-    if s3 is not None:
-        resources[s3_resource_key(name)] = s3
-    assets: list[dg.AssetsDefinition | dg.AssetSpec] = [
-        source_files_spec(name, files),
-        catalog_snapshot_asset(name, files, schema_drift=schema_drift, bad_files=bad_files),
-    ]
-    asset_checks: list[dg.AssetChecksDefinition] = []
-    sensors: list[dg.SensorDefinition] = [
-        new_file_sensor(
-            name,
-            files,
-            order=sensor_order,
-            minimum_interval_seconds=sensor_interval_seconds,
-            default_status=sensor_default_status,
+    if publish_uri and not backup_uri and lake.catalog.kind != "duckdb":
+        raise ConfigurationError(
+            "publish_uri needs backup_uri when the catalog is not a DuckDB file: the frozen lake is "
+            "published from the latest static backup"
+        )
+    lake_key = ducklake_resource_key(name)
+    s3_key = s3_resource_key(name) if s3 is not None else None
+    resources: dict[str, object] = {lake_key: lake}
+    if s3_key:
+        resources[s3_key] = s3
+    parts = [
+        dg.Definitions(
+            assets=[
+                source_files_spec(name, files),
+                catalog_snapshot_asset(name, files, schema_drift=schema_drift, bad_files=bad_files),
+            ],
+            sensors=[
+                new_file_sensor(
+                    name,
+                    files,
+                    order=sensor_order,
+                    minimum_interval_seconds=sensor_interval_seconds,
+                    default_status=sensor_default_status,
+                )
+            ],
+            resources=resources,
         )
     ]
-    schedules: list[dg.ScheduleDefinition] = []
-    if publish_uri:
-        if not backup_uri and lake.catalog.kind != "duckdb":
-            raise ConfigurationError(
-                "publish_uri needs backup_uri when the catalog is not a DuckDB file: the frozen lake is "
-                "published from the latest static backup"
-            )
-        frozen = build_publish_definitions(
-            name,
-            publish_uri,
-            lake_resource_key=ducklake_resource_key(name),
-            s3_resource_key=s3_resource_key(name) if s3 is not None else None,
-            backup_uri=backup_uri,
-            group_name=name,
-        )
-        assets.extend(frozen.assets)
-        asset_checks.extend(frozen.asset_checks)
-    definitions = dg.Definitions(
-        assets=assets, asset_checks=asset_checks, sensors=sensors, schedules=schedules, resources=resources
-    )
+    automated: list[dg.AssetKey] = []
     if backup_uri:
         backups = build_backup_definitions(
             name,
             backup_uri,
-            lake_resource_key=ducklake_resource_key(name),
-            s3_resource_key=s3_resource_key(name) if s3 is not None else None,
+            lake_resource_key=lake_key,
+            s3_resource_key=s3_key,
+            keep_last=keep_backups,
+            keep_within=keep_backups_within,
+            max_snapshot_lag=backup_max_snapshot_lag,
+            max_age=backup_max_age,
+            blocking=blocking_checks,
+            backup_cron=backup_cron,
+            schedule_default_status=schedule_default_status,
             group_name=name,
         )
-        definitions = dg.Definitions.merge(definitions, backups)
-    return definitions
+        parts.append(with_automation(backups, backup_condition))
+        automated += [dg.AssetKey([name, "static_backup"])] if backup_condition else []
+    if publish_uri:
+        frozen = build_publish_definitions(
+            name,
+            publish_uri,
+            lake_resource_key=lake_key,
+            s3_resource_key=s3_key,
+            backup_uri=backup_uri,
+            keep_revisions=keep_revisions,
+            blocking=blocking_checks,
+            group_name=name,
+        )
+        parts.append(with_automation(frozen, publish_condition))
+        automated += [dg.AssetKey([name, "frozen_lake"])] if publish_condition else []
+    if maintenance_cron:
+        parts.append(
+            build_maintenance_definitions(
+                name,
+                lake_resource_key=lake_key,
+                s3_resource_key=s3_key,
+                backup_uris=[backup_uri] if backup_uri else [],
+                publish_uris=[publish_uri] if publish_uri else [],
+                cron_schedule=maintenance_cron,
+                expire_older_than=expire_snapshots_older_than,
+                schedule_default_status=schedule_default_status,
+                group_name=name,
+            )
+        )
+    if automated:
+        parts.append(
+            dg.Definitions(
+                sensors=[
+                    dg.AutomationConditionSensorDefinition(
+                        f"{name}_automation",
+                        target=dg.AssetSelection.assets(*automated),
+                        default_status=automation_default_status,
+                        description=f"Runs the {name} backup and publication when their upstream changes.",
+                    )
+                ]
+            )
+        )
+    return dg.Definitions.merge(*parts)
+
+
+def with_automation(definitions: dg.Definitions, condition: dg.AutomationCondition | None) -> dg.Definitions:
+    """``definitions`` with ``condition`` set on every asset it builds."""
+    if condition is None:
+        return definitions
+    assets = dg.map_asset_specs(
+        lambda spec: spec.replace_attributes(automation_condition=condition), definitions.assets
+    )
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=definitions.asset_checks,
+        jobs=definitions.jobs,
+        schedules=definitions.schedules,
+        sensors=definitions.sensors,
+        resources=definitions.resources,
+    )

@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 from .core.catalog import Catalog, DuckDBCatalog, PostgresCatalog, SQLiteCatalog, parse_catalog
 from .core.errors import ConfigurationError
 from .core.lake import LakeSettings, connect_lake
-from .core.retry import RetryLogger, RetryPolicy, connect_lake_with_retry, execute_with_retry, run_in_transaction
+from .core.retry import RetryLogger, RetryPolicy, execute_with_retry, run_in_transaction
 from .core.s3 import S3Settings
 
 _T = TypeVar("_T")
@@ -215,9 +215,19 @@ class DuckLakeResource(DuckDBResource):
         )
 
     @contextlib.contextmanager
-    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection with extensions loaded, S3 secret created, the lake attached and ``USE``d."""
-        with connect_lake(self.lake_settings(), database=self.database, config=self.connection_config) as connection:
+    def get_connection(self, log: RetryLogger | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection with extensions loaded, S3 secret created, the lake attached and ``USE``d.
+
+        While another process holds a DuckDB-file catalog, the attach is tried again under the retry
+        settings; pass ``log=context.log`` to see the waits in the run's logs.
+        """
+        with connect_lake(
+            self.lake_settings(),
+            database=self.database,
+            config=self.connection_config,
+            retry=self.retry_policy(),
+            log=log or dg.get_dagster_logger(),
+        ) as connection:
             yield connection
 
     def retry_policy(self) -> RetryPolicy:
@@ -227,18 +237,6 @@ class DuckLakeResource(DuckDBResource):
             base_delay_seconds=self.retry_base_delay_seconds,
             max_delay_seconds=self.retry_max_delay_seconds,
         )
-
-    @contextlib.contextmanager
-    def get_connection_with_retry(self, log: RetryLogger | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Like ``get_connection``, attaching again while another process holds a DuckDB-file catalog."""
-        with connect_lake_with_retry(
-            self.lake_settings(),
-            policy=self.retry_policy(),
-            log=log or dg.get_dagster_logger(),
-            database=self.database,
-            config=self.connection_config,
-        ) as connection:
-            yield connection
 
     def run_in_transaction(
         self,
@@ -250,7 +248,7 @@ class DuckLakeResource(DuckDBResource):
         """Run ``work(connection)`` in one lake transaction, all of it again when another writer wins the commit.
 
         ``work`` may run more than once, so it reads what it needs through the connection it is given.
-        Pass a ``connection`` from ``get_connection_with_retry()`` to reuse it for many transactions (else
+        Pass a ``connection`` from ``get_connection()`` to reuse it for many transactions (else
         each call attaches the lake anew), and ``log=context.log`` to see retries in the run's logs.
 
         .. code-block:: python
@@ -264,7 +262,7 @@ class DuckLakeResource(DuckDBResource):
         log = log or dg.get_dagster_logger()
         with contextlib.ExitStack() as stack:
             if connection is None:
-                connection = stack.enter_context(self.get_connection_with_retry(log))
+                connection = stack.enter_context(self.get_connection(log))
             return run_in_transaction(
                 connection, work, policy=self.retry_policy(), log=log, secrets=self.lake_settings().secrets()
             )
@@ -284,7 +282,7 @@ class DuckLakeResource(DuckDBResource):
         log = log or dg.get_dagster_logger()
         with contextlib.ExitStack() as stack:
             if connection is None:
-                connection = stack.enter_context(self.get_connection_with_retry(log))
+                connection = stack.enter_context(self.get_connection(log))
             return execute_with_retry(
                 connection, sql, parameters, policy=self.retry_policy(), log=log, secrets=self.lake_settings().secrets()
             ).fetchall()

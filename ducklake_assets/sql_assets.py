@@ -97,7 +97,7 @@ def ducklake_sql_asset(
         ducklake: DuckLakeResource = getattr(context.resources, lake_resource_key)
         settings = ducklake.lake_settings()
         secrets = settings.secrets()
-        with ducklake.get_connection_with_retry(context.log) as connection:
+        with ducklake.get_connection(context.log) as connection:
             results = run_sql_commands(
                 connection,
                 planned,

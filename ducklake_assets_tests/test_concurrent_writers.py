@@ -121,7 +121,7 @@ def increment_counter_many_times(catalog_dsn: str, data_path: str) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
     ducklake = DuckLakeResource(catalog=PostgresCatalogConfig(dsn=catalog_dsn), data_path=data_path)
     log = logging.getLogger("worker")
-    with ducklake.get_connection_with_retry(log) as connection:
+    with ducklake.get_connection(log) as connection:
         ducklake.execute_with_retry(
             "CREATE TABLE IF NOT EXISTS counters (name VARCHAR, n INTEGER)", connection=connection, log=log
         )

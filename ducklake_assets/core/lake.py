@@ -4,7 +4,7 @@ attached and in use.
 
 import contextlib
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +13,7 @@ import duckdb
 from .catalog import Catalog, DuckDBCatalog, PostgresCatalog, SQLiteCatalog, parse_catalog
 from .errors import CatalogConnectionError, ConfigurationError, ReadOnlyLakeError, redact
 from .extensions import load_extensions
+from .retry import RetryLogger, RetryPolicy, retry_on_conflict
 from .s3 import S3Settings
 from .sql import OptionValue, option_value, qualified_name, quote_identifier, quote_literal
 
@@ -205,12 +206,15 @@ def connect_lake(
     *,
     database: str = ":memory:",
     config: Mapping[str, object] | None = None,
-    attach: Callable[[duckdb.DuckDBPyConnection, LakeSettings], None] = attach_lake,
+    retry: RetryPolicy | None = None,
+    log: RetryLogger | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection with the lake attached and in use; writes through a read-only lake are explained.
 
-    ``database`` and ``config`` are DuckDB's own (the connection's main database and settings).
-    ``attach`` replaces :func:`attach_lake`, e.g. to retry it while another process holds the catalog.
+    ``database`` and ``config`` are DuckDB's own (the connection's main database and settings). The
+    ``ATTACH`` is tried again under ``retry`` (default :class:`RetryPolicy`) while another process holds a
+    DuckDB-file catalog or creates a new PostgreSQL catalog at the same moment; each wait is logged on
+    ``log``. Only the attach repeats: the extensions stay loaded, so waiting is cheap.
     """
     connection = new_connection(
         memory_limit=settings.memory_limit, threads=settings.threads, database=database, config=config
@@ -222,7 +226,13 @@ def connect_lake(
             raise CatalogConnectionError(
                 f"Could not prepare a connection for {settings.describe()}: {redact(str(error), settings.secrets())}"
             ) from None
-        attach(connection, settings)
+        retry_on_conflict(
+            lambda: attach_lake(connection, settings),
+            policy=retry,
+            log=log,
+            what=f"Attaching DuckLake {settings.describe()}",
+            secrets=settings.secrets(),
+        )
         try:
             yield connection
         except duckdb.Error as error:

@@ -36,9 +36,9 @@ import duckdb
 
 from .backup import _referenced_files, backup_referenced_files, list_backups
 from .errors import ConfigurationError, MaintenanceError, StorageError, redact
-from .lake import LakeSettings, is_remote, metadata_prefix
+from .lake import LakeSettings, connect_lake, is_remote, metadata_prefix
 from .publish import list_revisions
-from .retry import RetryLogger, RetryPolicy, connect_lake_with_retry, execute_with_retry
+from .retry import RetryLogger, RetryPolicy, execute_with_retry
 from .sql import quote_identifier
 from .storage import ObjectStore
 
@@ -204,7 +204,7 @@ def run_maintenance(
     store = store or ObjectStore(settings.s3)
     results: dict[str, object] = {}
     expiring: tuple[int, ...] = ()
-    with connect_lake_with_retry(settings, policy=retry, log=log) as connection:
+    with connect_lake(settings, retry=retry, log=log) as connection:
         run = _Run(settings, policy, retained, dry_run, store, retry, log, connection)
         if "flush_inlined_data" in chosen:
             results["flushed"] = run.flush_inlined_data()

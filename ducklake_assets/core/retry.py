@@ -25,14 +25,13 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import duckdb
 
 from .errors import ConfigurationError, WriteConflictError, redact
-from .lake import LakeSettings, attach_lake, connect_lake
 
 T = TypeVar("T")
 
@@ -175,34 +174,6 @@ def execute_with_retry(
     return retry_on_conflict(
         lambda: connection.execute(sql, parameters), policy=policy, log=log, what=what, secrets=secrets
     )
-
-
-@contextlib.contextmanager
-def connect_lake_with_retry(
-    settings: LakeSettings,
-    *,
-    policy: RetryPolicy | None = None,
-    log: RetryLogger | None = None,
-    database: str = ":memory:",
-    config: Mapping[str, object] | None = None,
-) -> Iterator[duckdb.DuckDBPyConnection]:
-    """:func:`~ducklake_assets.core.lake.connect_lake`, attaching again while another process holds a
-    DuckDB-file catalog or is creating a new PostgreSQL catalog at the same moment.
-
-    Only the ``ATTACH`` is repeated; the extensions stay loaded, so waiting for the catalog is cheap.
-    """
-
-    def attach(connection: duckdb.DuckDBPyConnection, lake: LakeSettings) -> None:
-        retry_on_conflict(
-            lambda: attach_lake(connection, lake),
-            policy=policy,
-            log=log,
-            what=f"Attaching DuckLake {lake.describe()}",
-            secrets=lake.secrets(),
-        )
-
-    with connect_lake(settings, database=database, config=config, attach=attach) as connection:
-        yield connection
 
 
 def _conflict_reason(message: str) -> str:
