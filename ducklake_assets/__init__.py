@@ -65,6 +65,7 @@ from .core.sql_commands import SQLCommand as SQLCommand
 from .core.storage import ObjectStore as ObjectStore
 from .maintenance_assets import build_maintenance_definitions as build_maintenance_definitions
 from .pipeline import build_ducklake_pipeline as build_ducklake_pipeline
+from .component import DuckLakePipelineComponent as DuckLakePipelineComponent
 from .publish_assets import build_publish_definitions as build_publish_definitions
 from .resources import DuckDBCatalogConfig as DuckDBCatalogConfig
 from .resources import DuckLakeResource as DuckLakeResource
@@ -100,6 +101,7 @@ __all__ = [
     "DuckDBCatalogConfig",
     "ducklake_sql_asset",
     "DuckLakeAssetsError",
+    "DuckLakePipelineComponent",
     "DuckLakeResource",
     "ExtensionNotAvailableError",
     "FileSource",

@@ -13,9 +13,9 @@
       publish:
         uri: public/space.ducklake
 
-Every key mirrors an argument of :func:`~ducklake_assets.pipeline.build_ducklake_pipeline`; the pipeline
-itself is built by that function. Values are checked while the YAML is resolved, so a wrong value is
-reported with the file, the line and the key. Relative local paths are taken from the project root.
+Every key mirrors an argument of :func:`~ducklake_assets.pipeline.build_ducklake_pipeline`, which builds
+the pipeline. Values are checked while the YAML is resolved, so ``dg check defs`` reports a wrong value or
+an unknown key with the file, the line and the key. Relative local paths are taken from the project root.
 """
 
 import re
@@ -31,21 +31,37 @@ from .core.errors import ConfigurationError
 from .core.lake import is_remote
 from .core.registration import BadFiles, SchemaDrift
 from .core.sources import DEFAULT_PATTERN, NewFileOrder, TableNameFrom
-from .pipeline import EAGER, build_ducklake_pipeline
+from .pipeline import EAGER, automation_condition, build_ducklake_pipeline
 from .resources import PostgresCatalogConfig, S3Resource
 
 Status = Literal["running", "stopped"]
+AddressingStyle = Literal["auto", "virtual", "path"]
 
 _ENV_TEMPLATE = re.compile(
-    r"""^\s*\{\{\s*(?:env\.(?P<attribute>[A-Za-z_][A-Za-z0-9_]*)|env\(\s*(?P<quote>['"])(?P<call>[^'"]+)(?P=quote)\s*\))\s*\}\}\s*$"""
+    r"""^\s*\{\{\s*(?:env\.(?P<attribute>\w+)|env\(\s*(?P<quote>['"])(?P<call>\w+)(?P=quote)\s*\))\s*\}\}\s*$"""
 )
-_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*([smhdw])\s*)+$")
+_DURATION = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*[smhdw]\s*)+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_S3_SCHEMES = ("s3://", "s3a://", "s3n://")
+
+# Dagster's generated schema lets every field hold a template string, so a YAML key of the wrong kind would
+# only be reported as "matches none of the choices". The extra schema below names the key and the value.
 
 
-def _choice(choices: Any) -> dg.Resolver:
-    """A resolver that accepts one of the values of the ``Literal`` type ``choices``."""
+def _plain(description: str) -> dg.Resolver:
+    return dg.Resolver.default(description=description)
+
+
+def _count(description: str, minimum: int) -> dg.Resolver:
+    """A whole number of at least ``minimum`` (pair it with ``Field(ge=minimum)``)."""
+    return dg.Resolver.default(
+        description=description, json_schema_extra={"if": {"type": "number"}, "then": {"minimum": minimum}}
+    )
+
+
+def _choice(choices: Any, description: str) -> dg.Resolver:
+    """One of the values of the ``Literal`` type ``choices`` (or a template that renders to one)."""
     allowed = get_args(choices)
 
     def resolve(context: dg.ResolutionContext, value: Any) -> Any:
@@ -54,111 +70,144 @@ def _choice(choices: Any) -> dg.Resolver:
             raise ConfigurationError(f"must be one of {', '.join(map(repr, allowed))}; got {value!r}")
         return value
 
-    return dg.Resolver(resolve, model_field_type=choices)
+    return dg.Resolver(
+        resolve,
+        model_field_type=choices,
+        description=description,
+        json_schema_extra={"if": {"type": "string", "not": {"pattern": r"\{\{"}}, "then": {"enum": list(allowed)}},
+    )
 
 
-def _resolve_duration(context: dg.ResolutionContext, value: Any) -> timedelta | None:
-    value = context.resolve_value(value)
-    if value is None:
-        return None
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-        return timedelta(hours=value)
-    if isinstance(value, str) and _DURATION.match(value):
-        duration = timedelta(
-            **{_UNITS[unit]: sum(float(n) for n, u in _DURATION_PART.findall(value) if u == unit) for unit in _UNITS}
-        )
-        if duration > timedelta(0):
-            return duration
-    raise ConfigurationError(f"must be a positive number of hours or a duration like '36h', '7d', '1d12h'; got {value!r}")
+def _nested(
+    attributes: type[dg.Resolvable], description: str, *, default: Any = None, resolve: Any = None
+) -> dg.Resolver:
+    """An object of ``attributes`` keys; ``default`` is what the schema shows when the key is left out."""
+    schema = attributes.model().model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: inline(value) for key, value in node.items()}
+        return [inline(item) for item in node] if isinstance(node, list) else node
+
+    extra = {"if": {"type": "object"}, "then": inline(schema), **({"default": default} if default is not None else {})}
+    if resolve is None:
+        return dg.Resolver.default(description=description, json_schema_extra=extra)
+    return dg.Resolver(
+        resolve, model_field_type=str | attributes.model(), description=description, json_schema_extra=extra
+    )
 
 
-def _resolve_automation(context: dg.ResolutionContext, value: Any) -> str | None:
-    value = context.resolve_value(value)
-    if value is None or value == EAGER or (isinstance(value, str) and dg.is_valid_cron_string(value)):
+def _duration(description: str, default: str | None = None) -> dg.Resolver:
+    """A number of hours or a duration such as ``36h``, ``7d`` or ``1d12h``; null for none."""
+
+    def resolve(context: dg.ResolutionContext, value: Any) -> timedelta | None:
+        value = context.resolve_value(value)
+        if value is None:
+            return None
+        duration = timedelta()
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            duration = timedelta(hours=value)
+        elif isinstance(value, str) and _DURATION.match(value):
+            parts = _DURATION_PART.findall(value)
+            duration = sum((timedelta(**{_UNITS[unit]: float(number)}) for number, unit in parts), duration)
+        if duration <= timedelta(0):
+            raise ConfigurationError(
+                f"must be a positive number of hours or a duration like '36h', '7d', '1d12h'; got {value!r}"
+            )
+        return duration
+
+    extra = {"default": default} if default is not None else None
+    return dg.Resolver(resolve, model_field_type=float | str | None, description=description, json_schema_extra=extra)
+
+
+def _is_schedule(value: Any, *, eager_allowed: bool) -> bool:
+    """Whether ``value`` is a cron string (or, when allowed, ``"eager"``) as the pipeline accepts it."""
+    if not isinstance(value, str) or (value == EAGER and not eager_allowed):
+        return False
+    try:
+        automation_condition(value, "schedule")
+    except ConfigurationError:
+        return False
+    return True
+
+
+def _schedule(description: str, *, eager_allowed: bool) -> dg.Resolver:
+    expected = "'eager', a cron string such as '0 2 * * *'" if eager_allowed else "a cron string such as '0 3 * * *'"
+
+    def resolve(context: dg.ResolutionContext, value: Any) -> str | None:
+        value = context.resolve_value(value)
+        if value is not None and not _is_schedule(value, eager_allowed=eager_allowed):
+            raise ConfigurationError(f"must be {expected}, or null; got {value!r}")
         return value
-    raise ConfigurationError(f"must be 'eager', a cron string such as '0 2 * * *', or null; got {value!r}")
+
+    return dg.Resolver(resolve, model_field_type=str | None, description=description)
 
 
-def _resolve_cron(context: dg.ResolutionContext, value: Any) -> str | None:
-    value = context.resolve_value(value)
-    if value is None or (isinstance(value, str) and dg.is_valid_cron_string(value)):
-        return value
-    raise ConfigurationError(f"must be a cron string such as '0 3 * * *', or null; got {value!r}")
+def _secret(description: str) -> dg.Resolver:
+    """``{{ env.NAME }}`` becomes ``dg.EnvVar("NAME")``: read when a run starts, shown by name in the UI."""
 
+    def resolve(context: dg.ResolutionContext, value: Any) -> dg.EnvVar | str | None:
+        if isinstance(value, str) and (match := _ENV_TEMPLATE.match(value)):
+            return dg.EnvVar(match.group("attribute") or match.group("call"))
+        return context.resolve_value(value)
 
-def _resolve_secret(context: dg.ResolutionContext, value: Any) -> dg.EnvVar | str | None:
-    """``{{ env.NAME }}`` becomes ``dg.EnvVar("NAME")``: read when a run starts and shown by name only."""
-    if isinstance(value, str) and (match := _ENV_TEMPLATE.match(value)):
-        return dg.EnvVar(match.group("attribute") or match.group("call"))
-    return context.resolve_value(value)
-
-
-Duration = Annotated[
-    timedelta | None, dg.Resolver(_resolve_duration, model_field_type=float | str | None)
-]
-Automation = Annotated[str | None, dg.Resolver(_resolve_automation, model_field_type=str | None)]
-Cron = Annotated[str | None, dg.Resolver(_resolve_cron, model_field_type=str | None)]
-Secret = Annotated[
-    dg.EnvVar | str | None, dg.Resolver(_resolve_secret, model_field_type=str | None, inject_before_resolve=False)
-]
-
-
-def _status(value: Status) -> dg.DefaultSensorStatus:
-    return dg.DefaultSensorStatus.RUNNING if value == "running" else dg.DefaultSensorStatus.STOPPED
+    return dg.Resolver(resolve, model_field_type=str | None, description=description, inject_before_resolve=False)
 
 
 class SensorAttributes(dg.Model, dg.Resolvable):
     """The sensor ``<name>_new_files`` that starts a catalog snapshot when files appear in the source."""
 
-    order: Annotated[NewFileOrder, _choice(NewFileOrder)] = Field(
-        default="modified",
-        description=(
+    order: Annotated[
+        NewFileOrder,
+        _choice(
+            NewFileOrder,
             "How new files are found: 'modified' (any naming; the source is listed on each tick) or 'key' "
-            "(new files always sort after old ones; on S3 the listing starts after the last file seen)."
+            "(new files always sort after old ones; on S3 the listing starts after the last file seen).",
         ),
-    )
-    interval_seconds: int = Field(default=30, ge=1, description="Seconds between two checks of the source.")
-    default_status: Annotated[Status, _choice(Status)] = Field(
-        default="running", description="Whether the sensor runs from the first start: 'running' or 'stopped'."
-    )
+    ] = "modified"
+    interval_seconds: Annotated[int, _count("Seconds between two looks at the source.", 1)] = Field(default=30, ge=1)
+    default_status: Annotated[
+        Status, _choice(Status, "Whether the sensor runs from the first start: 'running' or 'stopped'.")
+    ] = "running"
 
 
 class SourceAttributes(dg.Model, dg.Resolvable):
     """Where the Parquet files come from and how they become tables."""
 
-    uri: str = Field(
-        description="A folder, an s3://bucket/prefix or a manifest .csv with a full_path column.",
-        examples=["data/space", "s3://landing/space/", "manifests/space.csv"],
-    )
-    pattern: str = Field(
-        default=DEFAULT_PATTERN, description="Glob of the files to register below a folder or prefix."
-    )
-    table_name_from: Annotated[TableNameFrom, _choice(TableNameFrom)] = Field(
-        default="file_name",
-        description=(
+    uri: Annotated[str, _plain("A folder, an s3://bucket/prefix or a manifest .csv with a full_path column.")]
+    pattern: Annotated[str, _plain("Glob of the files to register below a folder or prefix.")] = DEFAULT_PATTERN
+    table_name_from: Annotated[
+        TableNameFrom,
+        _choice(
+            TableNameFrom,
             "What names a file's table: 'file_name' (up to its first dot), 'parent_folder', or 'regex' "
-            "(the named group 'table' of table_name_regex)."
+            "(the named group 'table' of table_name_regex).",
         ),
-    )
-    table_name_regex: str | None = Field(
-        default=None,
-        description="With table_name_from: regex, a regex with a named group 'table', e.g. '(?P<table>[^/]+)/'.",
-    )
-    target_schema: str = Field(default="main", alias="schema", description="DuckLake schema the tables go to.")
-    schema_drift: Annotated[SchemaDrift, _choice(SchemaDrift)] = Field(
-        default="fail",
-        description=(
+    ] = "file_name"
+    table_name_regex: Annotated[
+        str | None, _plain("With table_name_from: regex, a regex with a named group 'table', e.g. '(?P<table>[^/]+)/'.")
+    ] = None
+    target_schema: Annotated[str, _plain("DuckLake schema the tables go to.")] = Field(default="main", alias="schema")
+    schema_drift: Annotated[
+        SchemaDrift,
+        _choice(
+            SchemaDrift,
             "A file whose columns differ from its table: 'fail' (nothing is registered), "
-            "'ignore_extra_columns' (extra columns are not read) or 'evolve' (the table gains the columns)."
+            "'ignore_extra_columns' (extra columns are not read) or 'evolve' (the table gains the columns).",
         ),
-    )
-    bad_files: Annotated[BadFiles, _choice(BadFiles)] = Field(
-        default="fail",
-        description="A file that is not readable Parquet: 'fail' (nothing is registered) or 'skip' (listed in metadata).",
-    )
-    sensor: SensorAttributes = Field(
-        default_factory=SensorAttributes, description="The sensor that watches the source for new files."
-    )
+    ] = "fail"
+    bad_files: Annotated[
+        BadFiles,
+        _choice(
+            BadFiles, "A file that is not readable Parquet: 'fail' (nothing is registered) or 'skip' (it is listed)."
+        ),
+    ] = "fail"
+    sensor: Annotated[
+        SensorAttributes, _nested(SensorAttributes, "The sensor that watches the source for new files.", default={})
+    ] = Field(default_factory=SensorAttributes)
 
 
 def _resolve_source(context: dg.ResolutionContext, value: Any) -> SourceAttributes:
@@ -170,78 +219,86 @@ def _resolve_source(context: dg.ResolutionContext, value: Any) -> SourceAttribut
 class BackupAttributes(dg.Model, dg.Resolvable):
     """Static backups of the catalog: the asset ``<name>/static_backup`` and its checks."""
 
-    uri: str = Field(description="Folder or s3://bucket/prefix/ that holds the backups.")
-    keep: int | None = Field(
-        default=30, ge=1, description="Keep the newest N backups; null keeps all (unless keep_within is set)."
+    uri: Annotated[str, _plain("Folder or s3://bucket/prefix/ that holds the backups.")]
+    keep: Annotated[int | None, _count("Keep the newest N backups; null keeps all unless keep_within is set.", 1)] = (
+        Field(default=30, ge=1)
     )
-    keep_within: Duration = Field(
-        default=None,
-        description="Also keep every backup younger than this: hours (48) or a duration ('36h', '7d', '1d12h').",
-    )
-    automation: Automation = Field(
-        default=EAGER,
-        description=(
+    keep_within: Annotated[
+        timedelta | None,
+        _duration("Also keep every backup younger than this: hours (48) or a duration ('36h', '7d', '1d12h')."),
+    ] = None
+    automation: Annotated[
+        str | None,
+        _schedule(
             "When a backup follows a new snapshot: 'eager' (after every snapshot), a cron string "
-            "(at most once per tick, when there is a new snapshot) or null (only when asked)."
+            "(at most once per tick, when there is a new snapshot) or null (only when asked).",
+            eager_allowed=True,
         ),
-    )
-    cron: Cron = Field(default=None, description="A schedule that makes a backup at these times, e.g. '0 1 * * *'.")
-    max_snapshot_lag: int = Field(
-        default=0, ge=0, description="Check backup_is_fresh: how many snapshots the newest backup may be behind."
-    )
-    max_age: Duration = Field(
-        default=None,
-        description="Check backup_is_fresh: how long a snapshot may wait for its backup (hours or a duration).",
-    )
+    ] = EAGER
+    cron: Annotated[
+        str | None, _schedule("A schedule that makes a backup at these times, e.g. '0 1 * * *'.", eager_allowed=False)
+    ] = None
+    max_snapshot_lag: Annotated[
+        int, _count("Check backup_is_fresh: how many snapshots the newest backup may be behind.", 0)
+    ] = Field(default=0, ge=0)
+    max_age: Annotated[
+        timedelta | None,
+        _duration("Check backup_is_fresh: how long a snapshot may wait for its backup (hours or a duration)."),
+    ] = None
 
 
 class PublishAttributes(dg.Model, dg.Resolvable):
     """The frozen (read-only) lake: the asset ``<name>/frozen_lake`` and its checks."""
 
-    uri: str = Field(
-        description="Where the frozen lake's .ducklake file is published: a local path or s3:// URI.",
-        examples=["public/space.ducklake", "s3://public-bucket/space.ducklake"],
+    uri: Annotated[str, _plain("Where the frozen lake's .ducklake file is published: a local path or s3:// URI.")]
+    keep_revisions: Annotated[int, _count("Published revisions kept for readers still using them.", 1)] = Field(
+        default=5, ge=1
     )
-    keep_revisions: int = Field(default=5, ge=1, description="Published revisions kept for readers still using them.")
-    automation: Automation = Field(
-        default=EAGER,
-        description=(
+    automation: Annotated[
+        str | None,
+        _schedule(
             "When a publication follows its upstream (the backup, else the snapshot): 'eager', a cron string "
-            "such as '0 2 * * *' (publish nightly) or null (only when asked)."
+            "such as '0 2 * * *' (publish nightly) or null (only when asked).",
+            eager_allowed=True,
         ),
-    )
+    ] = EAGER
 
 
 class CheckAttributes(dg.Model, dg.Resolvable):
     """How the asset checks act."""
 
-    blocking: bool = Field(
-        default=False,
-        description="Whether a failing check of the backup or frozen lake stops the assets downstream of it.",
-    )
+    blocking: Annotated[
+        bool, _plain("Whether a failing check of the backup or frozen lake stops the assets downstream of it.")
+    ] = False
 
 
 class ScheduleAttributes(dg.Model, dg.Resolvable):
     """What runs without anyone clicking, apart from the new-file sensor."""
 
-    maintenance_cron: Cron = Field(
-        default=None,
-        description="Adds the maintenance assets and a schedule at this cron, e.g. '0 3 * * 0'; null: no maintenance.",
-    )
-    expire_snapshots_older_than: Duration = Field(
-        default=timedelta(days=7),
-        description=(
-            "Maintenance expires snapshots older than this (hours or a duration, default 7d); "
-            "null: never expire. Snapshots a retained backup or published revision needs are kept."
+    maintenance_cron: Annotated[
+        str | None,
+        _schedule(
+            "Adds the maintenance assets and a schedule at this cron, e.g. '0 3 * * 0'; null: no maintenance.",
+            eager_allowed=False,
         ),
-    )
-    default_status: Annotated[Status, _choice(Status)] = Field(
-        default="running", description="Whether the schedules run from the first start: 'running' or 'stopped'."
-    )
-    automation_sensor_status: Annotated[Status, _choice(Status)] = Field(
-        default="running",
-        description="Whether the sensor <name>_automation (backup/publish automation) runs from the first start.",
-    )
+    ] = None
+    expire_snapshots_older_than: Annotated[
+        timedelta | None,
+        _duration(
+            "Maintenance expires snapshots older than this (hours or a duration); null: never. "
+            "Snapshots a retained backup or published revision needs are kept.",
+            default="7d",
+        ),
+    ] = timedelta(days=7)
+    default_status: Annotated[
+        Status, _choice(Status, "Whether the schedules run from the first start: 'running' or 'stopped'.")
+    ] = "running"
+    automation_sensor_status: Annotated[
+        Status,
+        _choice(
+            Status, "Whether the sensor <name>_automation (backup and publish automation) runs from the first start."
+        ),
+    ] = "running"
 
 
 class S3Attributes(dg.Model, dg.Resolvable):
@@ -249,63 +306,103 @@ class S3Attributes(dg.Model, dg.Resolvable):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    endpoint_url: str | None = Field(default=None, description="Endpoint of an S3-compatible store; null for AWS.")
-    region_name: str | None = Field(default=None, description="Region, e.g. us-east-1.")
-    aws_access_key_id: Secret = Field(default=None, description="Access key id; '{{ env.AWS_ACCESS_KEY_ID }}'.")
-    aws_secret_access_key: Secret = Field(
-        default=None,
-        description="Secret key. Write '{{ env.NAME }}': it is read when a run starts and the UI shows NAME only.",
-    )
-    aws_session_token: Secret = Field(default=None, description="Session token of temporary credentials.")
-    use_ssl: bool | None = Field(default=None, description="Use TLS; null follows endpoint_url's scheme.")
-    addressing_style: Annotated[Literal["auto", "virtual", "path"], _choice(Literal["auto", "virtual", "path"])] = (
-        Field(default="auto", description="'path' for most S3-compatible stores, 'virtual' or 'auto' for AWS.")
-    )
+    endpoint_url: Annotated[str | None, _plain("Endpoint of an S3-compatible store; null for AWS.")] = None
+    region_name: Annotated[str | None, _plain("Region, e.g. us-east-1.")] = None
+    aws_access_key_id: Annotated[
+        dg.EnvVar | str | None, _secret("Access key id, e.g. '{{ env.AWS_ACCESS_KEY_ID }}'.")
+    ] = None
+    aws_secret_access_key: Annotated[
+        dg.EnvVar | str | None,
+        _secret("Secret key. Write '{{ env.NAME }}': it is read when a run starts and the UI shows NAME only."),
+    ] = None
+    aws_session_token: Annotated[dg.EnvVar | str | None, _secret("Session token of temporary credentials.")] = None
+    use_ssl: Annotated[bool | None, _plain("Use TLS; null follows endpoint_url's scheme.")] = None
+    addressing_style: Annotated[
+        AddressingStyle,
+        _choice(AddressingStyle, "'path' for most S3-compatible stores, 'virtual' or 'auto' for AWS."),
+    ] = "auto"
 
     def resource(self) -> S3Resource:
         return S3Resource(**self.model_dump())
 
 
+class DuckLakePipelineScaffolder(dg.Scaffolder):
+    """``dg scaffold defs ducklake_assets.DuckLakePipelineComponent <folder>``: a pipeline named after the
+    folder, on local folders below the project root, that ``dg check defs`` accepts as it is."""
+
+    def scaffold(self, request: dg.ScaffoldRequest) -> None:
+        name = re.sub(r"\W", "_", request.target_path.name)
+        dg.scaffold_component(
+            request,
+            {
+                "name": name,
+                "source": f"data/{name}",
+                "catalog": f"lake/{name}.ducklake",
+                "data_path": f"lake/{name}_files",
+                "backup": {"uri": f"backups/{name}"},
+                "publish": {"uri": f"public/{name}.ducklake"},
+            },
+        )
+
+
+@dg.scaffold_with(DuckLakePipelineScaffolder)
 class DuckLakePipelineComponent(dg.Component, dg.Model, dg.Resolvable):
     """A DuckLake fed by Parquet files: register new files, back up the catalog, publish a frozen lake.
 
-    The YAML attributes mirror ``build_ducklake_pipeline``; see docs/component.md for every key.
+    The YAML attributes mirror ``build_ducklake_pipeline``; docs/component.md describes every key.
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    name: str = Field(
-        description="Prefixes every asset key and names the resources <name>_ducklake and <name>_s3.",
-        examples=["space"],
-    )
+    name: Annotated[str, _plain("Prefixes every asset key and names the resources <name>_ducklake and <name>_s3.")]
     source: Annotated[
-        SourceAttributes, dg.Resolver(_resolve_source, model_field_type=str | SourceAttributes.model())
-    ] = Field(description="A folder, s3:// prefix or manifest .csv; or an object with uri and the settings below.")
-    catalog: str = Field(
-        description="DuckLake catalog: a DuckDB file ('lake/space.ducklake'), 'sqlite:<path>' or 'postgres:<libpq dsn>'.",
-        examples=["lake/space.ducklake", "postgres:host=db dbname=lake user=etl"],
+        SourceAttributes,
+        _nested(
+            SourceAttributes,
+            "A folder, s3:// prefix or manifest .csv; or an object with uri and how files become tables.",
+            resolve=_resolve_source,
+        ),
+    ]
+    catalog: Annotated[
+        str, _plain("DuckLake catalog: a DuckDB file ('lake/space.ducklake'), 'sqlite:<path>' or 'postgres:<dsn>'.")
+    ]
+    catalog_password: Annotated[
+        dg.EnvVar | str | None,
+        _secret("Password of a postgres: catalog. Write '{{ env.NAME }}': it is read when a run starts."),
+    ] = None
+    data_path: Annotated[str, _plain("Where the lake's data files live: a folder or s3://bucket/prefix/.")]
+    attach_options: Annotated[
+        dict[str, str | int | float | bool] | None,
+        _plain("Extra DuckLake ATTACH options, e.g. {DATA_INLINING_ROW_LIMIT: 0}."),
+    ] = None
+    backup: Annotated[BackupAttributes | None, _nested(BackupAttributes, "Static backups; leave out for none.")] = None
+    publish: Annotated[
+        PublishAttributes | None, _nested(PublishAttributes, "Frozen lake publication; leave out for none.")
+    ] = None
+    checks: Annotated[CheckAttributes, _nested(CheckAttributes, "How the asset checks act.", default={})] = Field(
+        default_factory=CheckAttributes
     )
-    catalog_password: Secret = Field(
-        default=None,
-        description="Password of a postgres: catalog. Write '{{ env.NAME }}': it is read when a run starts.",
-    )
-    data_path: str = Field(description="Where the lake's data files live: a folder or s3://bucket/prefix/.")
-    attach_options: dict[str, str | int | float | bool] | None = Field(
-        default=None, description="Extra DuckLake ATTACH options, e.g. {DATA_INLINING_ROW_LIMIT: 0}."
-    )
-    backup: BackupAttributes | None = Field(default=None, description="Static backups; omit for none.")
-    publish: PublishAttributes | None = Field(default=None, description="Frozen lake publication; omit for none.")
-    checks: CheckAttributes = Field(default_factory=CheckAttributes, description="How the asset checks act.")
-    schedules: ScheduleAttributes = Field(
-        default_factory=ScheduleAttributes, description="Maintenance schedule and the first-start state of automation."
-    )
-    s3: S3Attributes | None = Field(default=None, description="S3 settings; needed when any location is s3://.")
+    schedules: Annotated[
+        ScheduleAttributes,
+        _nested(ScheduleAttributes, "Maintenance and the first-start state of schedules and automation.", default={}),
+    ] = Field(default_factory=ScheduleAttributes)
+    s3: Annotated[S3Attributes | None, _nested(S3Attributes, "S3 settings; needed when any location is s3://.")] = None
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         root = Path(context.project_root)
-        source = self.source
-        backup = self.backup
-        publish = self.publish
+        source, backup, publish, schedules = self.source, self.backup, self.publish, self.schedules
+        locations = {
+            "source": source.uri,
+            "data_path": self.data_path,
+            "backup.uri": backup.uri if backup else "",
+            "publish.uri": publish.uri if publish else "",
+        }
+        on_s3 = [key for key, location in locations.items() if location.lower().startswith(_S3_SCHEMES)]
+        if on_s3 and self.s3 is None:
+            raise ConfigurationError(
+                f"{', '.join(on_s3)} {'is' if len(on_s3) == 1 else 'are'} on S3: add an s3: block to the attributes "
+                "(s3: {} uses boto3's default credentials)"
+            )
         return build_ducklake_pipeline(
             name=self.name,
             source=_from_root(source.uri, root),
@@ -322,11 +419,11 @@ class DuckLakePipelineComponent(dg.Component, dg.Model, dg.Resolvable):
             bad_files=source.bad_files,
             sensor_order=source.sensor.order,
             sensor_interval_seconds=source.sensor.interval_seconds,
-            sensor_default_status=_status(source.sensor.default_status),
+            sensor_default_status=_sensor_status(source.sensor.default_status),
             attach_options=self.attach_options,
             backup_automation=backup.automation if backup else None,
             publish_automation=publish.automation if publish else None,
-            automation_default_status=_status(self.schedules.automation_sensor_status),
+            automation_default_status=_sensor_status(schedules.automation_sensor_status),
             backup_cron=backup.cron if backup else None,
             keep_backups=backup.keep if backup else None,
             keep_backups_within=backup.keep_within if backup else None,
@@ -334,16 +431,18 @@ class DuckLakePipelineComponent(dg.Component, dg.Model, dg.Resolvable):
             backup_max_age=backup.max_age if backup else None,
             blocking_checks=self.checks.blocking,
             keep_revisions=publish.keep_revisions if publish else 5,
-            maintenance_cron=self.schedules.maintenance_cron,
-            expire_snapshots_older_than=self.schedules.expire_snapshots_older_than,
+            maintenance_cron=schedules.maintenance_cron,
+            expire_snapshots_older_than=schedules.expire_snapshots_older_than,
             schedule_default_status=(
                 dg.DefaultScheduleStatus.RUNNING
-                if self.schedules.default_status == "running"
+                if schedules.default_status == "running"
                 else dg.DefaultScheduleStatus.STOPPED
             ),
         )
 
-    def _catalog(self, root: Path) -> Any:
+    def _catalog(self, root: Path) -> str | PostgresCatalogConfig:
+        """The catalog string with relative file paths taken from ``root``; a PostgreSQL catalog with
+        ``catalog_password`` becomes a config, so an ``EnvVar`` password stays unresolved until a run."""
         catalog = parse_catalog(self.catalog)
         if self.catalog_password is not None and not isinstance(catalog, PostgresCatalog):
             raise ConfigurationError("catalog_password applies to a postgres: catalog only")
@@ -354,6 +453,10 @@ class DuckLakePipelineComponent(dg.Component, dg.Model, dg.Resolvable):
         if self.catalog_password is not None:
             return PostgresCatalogConfig(dsn=catalog.conninfo(), password=self.catalog_password)
         return self.catalog
+
+
+def _sensor_status(value: Status) -> dg.DefaultSensorStatus:
+    return dg.DefaultSensorStatus.RUNNING if value == "running" else dg.DefaultSensorStatus.STOPPED
 
 
 def _from_root(path: str, root: Path) -> str:

@@ -100,7 +100,7 @@ def build_maintenance_definitions(
     resource_keys = {lake_resource_key} | ({s3_resource_key} if s3_resource_key else set())
 
     @dg.multi_asset(
-        name=f"{name}_maintenance",
+        name=f"{name}_maintenance_steps",
         specs=specs,
         can_subset=True,
         required_resource_keys=resource_keys,

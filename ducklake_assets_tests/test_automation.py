@@ -105,3 +105,8 @@ def test_sensors_and_schedules_start_the_way_a_user_expects(tmp_path: Path) -> N
     assert "space_automation" not in {sensor.name for sensor in manual.get_repository_def().sensor_defs}
     with pytest.raises(ConfigurationError, match="backup_automation must be 'eager', a cron string or None"):
         pipeline(tmp_path, backup_automation="sometimes")
+
+
+def test_the_whole_pipeline_with_every_option_loads_in_dagster(tmp_path: Path) -> None:
+    defs = pipeline(tmp_path, backup_cron="0 * * * *", maintenance_cron="0 3 * * *", publish_automation="0 2 * * *")
+    dg.Definitions.validate_loadable(defs)

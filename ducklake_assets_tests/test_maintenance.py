@@ -207,7 +207,7 @@ def test_a_dry_run_lists_what_would_go_and_changes_nothing(pg_database, tmp_path
     result = dg.materialize(
         list(defs.assets),
         resources={"ducklake": lake.resource},
-        run_config={"ops": {"trips_maintenance": {"config": {"dry_run": True}}}},
+        run_config={"ops": {"trips_maintenance_steps": {"config": {"dry_run": True}}}},
     )
 
     assert result.success

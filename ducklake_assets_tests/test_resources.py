@@ -281,3 +281,32 @@ def test_duckdb_gets_the_s3_secret_exactly_as_boto3_does(tmp_path, s3_bucket, s3
     assert f"secret={s3_settings.aws_secret_access_key}" in secret
     assert f"endpoint={s3_bucket.endpoint.host}:{s3_bucket.endpoint.port}" in secret
     assert "url_style=path" in secret and "use_ssl=false" in secret
+
+
+def test_object_store_lists_a_relative_folder_with_a_pattern(tmp_path, monkeypatch):
+    (tmp_path / "out" / "deep").mkdir(parents=True)
+    (tmp_path / "out" / "deep" / "a.json").write_text("{}")
+    (tmp_path / "out" / "b.txt").write_text("")
+    monkeypatch.chdir(tmp_path)
+    found = ObjectStore().list_prefix("out", pattern="**/*.json")
+    assert [item.uri for item in found] == [str(tmp_path / "out" / "deep" / "a.json")]
+    written = ObjectStore().put_file(tmp_path / "out" / "b.txt", "published/b.txt")
+    assert (tmp_path / "published" / "b.txt").stat().st_mode & 0o777 == 0o644, written
+
+
+def test_a_missing_extension_wheel_names_the_package_to_install(tmp_path, empty_home):
+    stub = tmp_path / "site" / "duckdb_extension_httpfs"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("")
+    script = """
+import duckdb
+from ducklake_assets.core.extensions import load_extension
+try:
+    load_extension(duckdb.connect(), "httpfs")
+except Exception as error:
+    print(type(error).__name__, error)
+"""
+    env = {"HOME": str(empty_home), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path / "site")}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith("ExtensionNotAvailableError"), done.stdout + done.stderr
+    assert f"pip install duckdb-extension-httpfs=={duckdb.__version__}" in done.stdout

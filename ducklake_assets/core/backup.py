@@ -42,6 +42,7 @@ from .lake import (
     new_connection,
     prepare_connection,
 )
+from .retry import retry_on_conflict
 from .s3 import S3Settings
 from .sql import qualified_name, quote_identifier, quote_literal
 from .storage import ObjectStore, StoredObject, join_uri
@@ -177,7 +178,8 @@ def attach_catalog_database(
 
     Reading the catalog tables this way (rather than through DuckLake) lets one DuckDB transaction see
     all of them at one point in time: DuckDB's MVCC for a DuckDB file, one SQLite read transaction, one
-    ``REPEATABLE READ`` PostgreSQL transaction for a read-only PostgreSQL attach.
+    ``REPEATABLE READ`` PostgreSQL transaction for a read-only PostgreSQL attach. A DuckDB file that
+    another process is writing is waited for (bounded, :class:`~.retry.RetryPolicy`).
     """
     options = ["READ_ONLY"] if read_only else []
     if isinstance(catalog, PostgresCatalog):
@@ -196,7 +198,11 @@ def attach_catalog_database(
     else:
         path = catalog.metadata_path()
     clause = f" ({', '.join(options)})" if options else ""
-    connection.execute(f"ATTACH {quote_literal(path)} AS {quote_identifier(name)}{clause}")
+    retry_on_conflict(
+        lambda: connection.execute(f"ATTACH {quote_literal(path)} AS {quote_identifier(name)}{clause}"),
+        what=f"Opening DuckLake catalog {catalog.describe()}",
+        secrets=[catalog.password] if isinstance(catalog, PostgresCatalog) and catalog.password else [],
+    )
 
 
 def ducklake_tables(connection: duckdb.DuckDBPyConnection, database: str, schema: str) -> list[str]:

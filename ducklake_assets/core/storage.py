@@ -98,7 +98,7 @@ class ObjectStore:
             if start_after is not None:
                 objects = [o for o in objects if o.uri > start_after]
         if pattern:
-            base = prefix.rstrip("/") + "/"
+            base = (prefix if is_remote(prefix) else str(Path(prefix).expanduser().resolve())).rstrip("/") + "/"
             objects = [o for o in objects if _glob_match(o.uri.removeprefix(base), pattern)]
         return objects
 
@@ -170,6 +170,7 @@ class ObjectStore:
                 fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
                 os.close(fd)
                 shutil.copyfile(source, temp)
+                os.chmod(temp, 0o644)
                 with open(temp, "rb") as handle:
                     os.fsync(handle.fileno())
                 os.replace(temp, target)
