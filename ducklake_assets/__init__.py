@@ -4,6 +4,7 @@ from .backup_assets import RestoreCatalogConfig as RestoreCatalogConfig
 from .backup_assets import build_backup_definitions as build_backup_definitions
 from .cdc_assets import PostgresSourceResource as PostgresSourceResource
 from .cdc_assets import build_cdc_definitions as build_cdc_definitions
+from .component import DuckLakePipelineComponent as DuckLakePipelineComponent
 from .core.backup import BackupInfo as BackupInfo
 from .core.backup import BackupManifest as BackupManifest
 from .core.backup import BackupResult as BackupResult
@@ -65,7 +66,6 @@ from .core.sql_commands import SQLCommand as SQLCommand
 from .core.storage import ObjectStore as ObjectStore
 from .maintenance_assets import build_maintenance_definitions as build_maintenance_definitions
 from .pipeline import build_ducklake_pipeline as build_ducklake_pipeline
-from .component import DuckLakePipelineComponent as DuckLakePipelineComponent
 from .publish_assets import build_publish_definitions as build_publish_definitions
 from .resources import DuckDBCatalogConfig as DuckDBCatalogConfig
 from .resources import DuckLakeResource as DuckLakeResource
