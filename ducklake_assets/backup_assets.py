@@ -18,9 +18,10 @@ from .core.backup import (
     latest_backup,
 )
 from .core.errors import ConfigurationError, DuckLakeAssetsError
-from .core.lake import LakeSettings
 from .core.restore import RestoreResult, restore_backup
 from .core.storage import ObjectStore, join_uri
+from .metadata import markdown_table
+from .resources import lake_and_store
 
 _LISTED_FILES = 50
 
@@ -42,12 +43,6 @@ class RestoreCatalogConfig(dg.Config):
     )
 
 
-def _markdown_table(header: list[str], rows: list[list[object]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join("" if cell is None else str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _backup_metadata(result: BackupResult) -> dict[str, object]:
     manifest = result.manifest
     rows = result.table_rows or {}
@@ -59,7 +54,7 @@ def _backup_metadata(result: BackupResult) -> dict[str, object]:
         else dg.MetadataValue.text("first backup"),
         "size_bytes": dg.MetadataValue.int(result.backup.size_bytes),
         "duration_seconds": dg.MetadataValue.float(round(result.duration_seconds, 3)),
-        "tables": dg.MetadataValue.md(_markdown_table(["table", "rows"], [[name, n] for name, n in rows.items()])),
+        "tables": dg.MetadataValue.md(markdown_table(["table", "rows"], [[name, n] for name, n in rows.items()])),
         "dagster/row_count": sum(rows.values()),
         "backup_uri": dg.MetadataValue.path(result.backup.uri),
         "latest_uri": dg.MetadataValue.path(result.latest_uri),
@@ -85,7 +80,7 @@ def _restore_metadata(result: RestoreResult) -> dict[str, object]:
         if result.catalog_latest_snapshot is not None
         else dg.MetadataValue.text("no catalog"),
         "dropped_snapshots": dg.MetadataValue.md(
-            _markdown_table(["snapshot", "time", "author", "message"], dropped) if dropped else "none"
+            markdown_table(["snapshot", "time", "author", "message"], dropped) if dropped else "none"
         ),
     }
     if result.safety_backup is not None:
@@ -133,11 +128,6 @@ def build_backup_definitions(
     backup_key = dg.AssetKey([name, "static_backup"])
     resource_keys = {lake_resource_key} | ({s3_resource_key} if s3_resource_key else set())
 
-    def lake_and_store(resources) -> tuple[LakeSettings, ObjectStore]:
-        settings = getattr(resources, lake_resource_key).lake_settings()
-        s3 = getattr(resources, s3_resource_key).settings() if s3_resource_key else settings.s3
-        return settings, ObjectStore(s3)
-
     freshness = (
         dg.FreshnessPolicy.time_window(fail_window=freshness_fail_window, warn_window=freshness_warn_window)
         if freshness_fail_window
@@ -155,7 +145,7 @@ def build_backup_definitions(
         "with ATTACH 'ducklake:<file>' (READ_ONLY).",
     )
     def static_backup(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        settings, store = lake_and_store(context.resources)
+        settings, store = lake_and_store(context.resources, lake_resource_key, s3_resource_key)
         result = create_backup(
             settings,
             backup_uri,
@@ -174,7 +164,7 @@ def build_backup_definitions(
 
     @dg.asset_check(asset=backup_key, name="backup_is_fresh", blocking=blocking, required_resource_keys=resource_keys)
     def backup_is_fresh(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        settings, store = lake_and_store(context.resources)
+        settings, store = lake_and_store(context.resources, lake_resource_key, s3_resource_key)
         latest = latest_backup(backup_uri, store)
         if latest is None:
             return dg.AssetCheckResult(passed=False, description=f"No backup under {backup_uri} yet.")
@@ -206,7 +196,7 @@ def build_backup_definitions(
         asset=backup_key, name="backup_is_restorable", blocking=blocking, required_resource_keys=resource_keys
     )
     def backup_is_restorable(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        settings, store = lake_and_store(context.resources)
+        settings, store = lake_and_store(context.resources, lake_resource_key, s3_resource_key)
         try:
             report = check_backup_restorable(backup_uri, settings, store)
         except DuckLakeAssetsError as error:
@@ -227,9 +217,7 @@ def build_backup_definitions(
             metadata={
                 "snapshot_id": report.snapshot_id,
                 "backup_uri": dg.MetadataValue.path(report.backup_uri),
-                "tables": dg.MetadataValue.md(
-                    _markdown_table(["table", "backup rows", "catalog rows", "result"], rows)
-                ),
+                "tables": dg.MetadataValue.md(markdown_table(["table", "backup rows", "catalog rows", "result"], rows)),
                 "tables_differing": len(differing),
             },
         )
@@ -238,7 +226,7 @@ def build_backup_definitions(
         asset=backup_key, name="backup_files_exist", blocking=blocking, required_resource_keys=resource_keys
     )
     def backup_files_exist(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        settings, store = lake_and_store(context.resources)
+        settings, store = lake_and_store(context.resources, lake_resource_key, s3_resource_key)
         try:
             report = check_backup_files(backup_uri, store, ObjectStore(settings.s3))
         except DuckLakeAssetsError as error:
@@ -268,7 +256,7 @@ def build_backup_definitions(
 
     @dg.op(name=f"{name}_restore_catalog_op", required_resource_keys=resource_keys)
     def restore_catalog(context: dg.OpExecutionContext, config: RestoreCatalogConfig) -> None:
-        settings, store = lake_and_store(context.resources)
+        settings, store = lake_and_store(context.resources, lake_resource_key, s3_resource_key)
         source = backup_uri if config.backup == "latest" else config.backup
         result = restore_backup(
             source,

@@ -24,8 +24,8 @@ from .core.cdc import (
 )
 from .core.errors import CDCError, ConfigurationError
 from .core.sql import qualified_name
+from .metadata import markdown_table
 from .resources import DuckLakeResource
-from .sql_assets import markdown_table
 
 _OPERATIONS = {"I": "inserts", "U": "updates", "D": "deletes", "T": "truncates"}
 _RUNNING = [
@@ -84,7 +84,7 @@ def build_cdc_definitions(
     interval_seconds: int = 60,
     lock_timeout: str = "5s",
     snapshot_existing_rows: bool = True,
-    default_sensor_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
+    default_sensor_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
 ) -> dg.Definitions:
     """Capture changes of the ``schema`` tables matching ``tables`` in a PostgreSQL database into a lake.
 

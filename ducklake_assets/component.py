@@ -349,7 +349,8 @@ class DuckLakePipelineScaffolder(dg.Scaffolder):
 class DuckLakePipelineComponent(dg.Component, dg.Model, dg.Resolvable):
     """A DuckLake fed by Parquet files: register new files, back up the catalog, publish a frozen lake.
 
-    The YAML attributes mirror ``build_ducklake_pipeline``; docs/component.md describes every key.
+    The YAML attributes mirror ``build_ducklake_pipeline``; the README's section "The YAML component"
+    describes every key.
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)

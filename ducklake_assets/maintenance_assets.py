@@ -10,10 +10,9 @@ from datetime import timedelta
 import dagster as dg
 from pydantic import Field
 
-from .core.lake import LakeSettings
 from .core.maintenance import STEPS, MaintenancePolicy, MaintenanceReport, Step, retained_copies, run_maintenance
-from .core.storage import ObjectStore
-from .sql_assets import markdown_table
+from .metadata import markdown_table
+from .resources import lake_and_store
 
 _LISTED_FILES = 100
 _DESCRIPTIONS: dict[Step, str] = {
@@ -108,8 +107,7 @@ def build_maintenance_definitions(
     )
     def maintenance(context: dg.AssetExecutionContext, config: MaintenanceConfig):
         ducklake = getattr(context.resources, lake_resource_key)
-        settings: LakeSettings = ducklake.lake_settings()
-        store = ObjectStore(getattr(context.resources, s3_resource_key).settings() if s3_resource_key else settings.s3)
+        settings, store = lake_and_store(context.resources, lake_resource_key, s3_resource_key)
         steps = [step for step in STEPS if keys[step] in context.selected_asset_keys]
         retained = retained_copies(backup_uris=backup_uris, publish_uris=publish_uris, store=store)
         report = run_maintenance(

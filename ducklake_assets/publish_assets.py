@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from .core.errors import ConfigurationError, DuckLakeAssetsError
-from .core.lake import LakeSettings, absolute_local_path
+from .core.lake import absolute_local_path
 from .core.publish import (
     PublishResult,
     StrangerReport,
@@ -19,15 +19,10 @@ from .core.publish import (
     table_key,
     verify_as_stranger,
 )
-from .core.storage import ObjectStore
+from .metadata import markdown_table
+from .resources import lake_and_store
 
 _TABLE_NAMES = "table_names"
-
-
-def _markdown_table(header: list[str], rows: list[list[object]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _publish_metadata(name: str, result: PublishResult) -> dict[str, object]:
@@ -46,7 +41,7 @@ def _publish_metadata(name: str, result: PublishResult) -> dict[str, object]:
         "source_format_version": result.source_format_version,
         "size_bytes": dg.MetadataValue.int(result.revision.size),
         "tables": dg.MetadataValue.md(
-            _markdown_table(["table", "rows"], [[table, rows] for table, rows in contents.tables.items()])
+            markdown_table(["table", "rows"], [[table, rows] for table, rows in contents.tables.items()])
         ),
         _TABLE_NAMES: dg.MetadataValue.json(sorted(contents.tables)),
         "dagster/row_count": sum(contents.tables.values()),
@@ -66,7 +61,7 @@ def _stranger_metadata(report: StrangerReport) -> dict[str, object]:
         "snapshot_id": dg.MetadataValue.int(report.snapshot_id) if report.snapshot_id is not None else "not opened",
         "revision": dg.MetadataValue.int(report.revision) if report.revision is not None else "unknown",
         "tables": dg.MetadataValue.md(
-            _markdown_table(["table", "rows"], [[table, rows] for table, rows in report.tables.items()])
+            markdown_table(["table", "rows"], [[table, rows] for table, rows in report.tables.items()])
         ),
         "missing_tables": dg.MetadataValue.json(list(report.missing_tables)),
         "unreadable_files": dg.MetadataValue.json(list(report.unreadable_files)),
@@ -120,11 +115,6 @@ def build_publish_definitions(
         upstream_key = [name, "static_backup" if backup_uri else "catalog_snapshot"]
     resource_keys = {lake_resource_key} | ({s3_resource_key} if s3_resource_key else set())
 
-    def lake_and_store(resources) -> tuple[LakeSettings, ObjectStore]:
-        settings = getattr(resources, lake_resource_key).lake_settings()
-        s3 = getattr(resources, s3_resource_key).settings() if s3_resource_key else settings.s3
-        return settings, ObjectStore(s3)
-
     source_text = f"the latest static backup under {backup_uri}" if backup_uri else "the catalog file"
 
     @dg.asset(
@@ -139,7 +129,7 @@ def build_publish_definitions(
         ),
     )
     def frozen_lake(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        settings, store = lake_and_store(context.resources)
+        settings, store = lake_and_store(context.resources, lake_resource_key, s3_resource_key)
         result = publish_frozen_lake(
             backup_uri or settings,
             publish_uri,
@@ -172,7 +162,7 @@ def build_publish_definitions(
         asset=frozen_key, name="frozen_lake_opens_read_only", blocking=blocking, required_resource_keys=resource_keys
     )
     def frozen_lake_opens_read_only(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        _, store = lake_and_store(context.resources)
+        _, store = lake_and_store(context.resources, lake_resource_key, s3_resource_key)
         expected = published_tables(context)
         report = verify_as_stranger(url, store.s3, expected, probe_files=probe_files)
         if report.ok:
@@ -193,7 +183,7 @@ def build_publish_definitions(
         asset=frozen_key, name="frozen_lake_matches_catalog", blocking=blocking, required_resource_keys=resource_keys
     )
     def frozen_lake_matches_catalog(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        settings, store = lake_and_store(context.resources)
+        settings, store = lake_and_store(context.resources, lake_resource_key, s3_resource_key)
         report = verify_as_stranger(url, store.s3, probe_files=False)
         if not report.opened:
             return dg.AssetCheckResult(
@@ -240,9 +230,7 @@ def build_publish_definitions(
                 "frozen_snapshot_id": report.snapshot_id,
                 "catalog_snapshot_id": latest,
                 "snapshots_behind": behind,
-                "tables": dg.MetadataValue.md(
-                    _markdown_table(["table", "frozen rows", "catalog rows", "result"], rows)
-                ),
+                "tables": dg.MetadataValue.md(markdown_table(["table", "frozen rows", "catalog rows", "result"], rows)),
                 "tables_differing": dg.MetadataValue.json(differing),
             },
         )

@@ -14,6 +14,7 @@ from .core.errors import ConfigurationError
 from .core.lake import LakeSettings, connect_lake
 from .core.retry import RetryLogger, RetryPolicy, execute_with_retry, run_in_transaction
 from .core.s3 import S3Settings
+from .core.storage import ObjectStore
 
 _T = TypeVar("_T")
 
@@ -286,3 +287,16 @@ class DuckLakeResource(DuckDBResource):
             return execute_with_retry(
                 connection, sql, parameters, policy=self.retry_policy(), log=log, secrets=self.lake_settings().secrets()
             ).fetchall()
+
+
+def lake_and_store(
+    resources: Any, lake_resource_key: str, s3_resource_key: str | None = None
+) -> tuple[LakeSettings, ObjectStore]:
+    """The lake behind ``lake_resource_key`` and the store for the files kept beside it (backups, frozen lakes).
+
+    The store reaches S3 through the ``S3Resource`` at ``s3_resource_key`` when one is named, else with the
+    lake's own S3 settings. ``resources`` is a Dagster context's ``resources``.
+    """
+    settings = getattr(resources, lake_resource_key).lake_settings()
+    s3 = getattr(resources, s3_resource_key).settings() if s3_resource_key else settings.s3
+    return settings, ObjectStore(s3)

@@ -13,6 +13,7 @@ import dagster as dg
 from .core.registration import BadFiles, RegistrationResult, SchemaDrift, register_files
 from .core.sources import FileSource, NewFileOrder, find_new_files
 from .core.storage import ObjectStore
+from .metadata import markdown_table
 from .resources import DuckLakeResource, S3Resource
 
 
@@ -123,23 +124,22 @@ def snapshot_metadata(result: RegistrationResult) -> dict[str, object]:
     if result.columns_added:
         metadata["columns_added"] = ", ".join(result.columns_added)
     if result.skipped:
-        rows = "\n".join(f"| `{_cell(item.uri)}` | {_cell(item.reason)} |" for item in result.skipped)
-        metadata["skipped_files"] = dg.MetadataValue.md("| file | reason |\n| --- | --- |\n" + rows)
+        metadata["skipped_files"] = dg.MetadataValue.md(
+            markdown_table(["file", "reason"], [[f"`{item.uri}`", item.reason] for item in result.skipped])
+        )
     return metadata
 
 
 def _tables_markdown(result: RegistrationResult) -> str:
     if not result.tables:
         return "The lake has no tables yet."
-    rows = "\n".join(
-        f"| {_cell(table.display_name)} | {table.row_count:,} | {table.file_count:,} | {table.files_added:,} |"
-        for table in result.tables
+    return markdown_table(
+        ["table", "rows", "files", "files added"],
+        [
+            [table.display_name, f"{table.row_count:,}", f"{table.file_count:,}", f"{table.files_added:,}"]
+            for table in result.tables
+        ],
     )
-    return "| table | rows | files | files added |\n| --- | ---: | ---: | ---: |\n" + rows
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def new_file_sensor(
@@ -148,7 +148,7 @@ def new_file_sensor(
     *,
     order: NewFileOrder = "modified",
     minimum_interval_seconds: int = 30,
-    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
 ) -> dg.SensorDefinition:
     """Sensor ``f"{name}_new_files"``: requests a ``catalog_snapshot`` run when new source files appear.
 

@@ -15,6 +15,7 @@ from .core.sql_commands import (
     run_sql_commands,
     table_summary,
 )
+from .metadata import markdown_table
 from .resources import DuckLakeResource
 
 
@@ -139,7 +140,7 @@ def sql_commands_metadata(results: Sequence[CommandResult], info: CatalogInfo) -
                         f"`{result.sql}`",
                         result.statement_type,
                         result.row_count if result.columns else "",
-                        "" if result.changed_rows is None else result.changed_rows,
+                        result.changed_rows,
                         ", ".join(result.columns),
                         f"{result.duration_seconds:.3f}",
                     ]
@@ -162,9 +163,9 @@ def sql_commands_metadata(results: Sequence[CommandResult], info: CatalogInfo) -
         sections = []
         for result in queries:
             shown = f"first {len(result.rows)} of {result.row_count}" if result.row_count > len(result.rows) else "all"
+            rows = [["NULL" if value is None else value for value in row] for row in result.rows]
             sections.append(
-                f"**Command {result.index}** ({shown} rows): `{result.sql}`\n\n"
-                + markdown_table(list(result.columns), [list(row) for row in result.rows])
+                f"**Command {result.index}** ({shown} rows): `{result.sql}`\n\n" + markdown_table(result.columns, rows)
             )
         metadata["first_rows"] = dg.MetadataValue.md("\n\n".join(sections))
     if info.latest_snapshot is not None:
@@ -175,15 +176,3 @@ def sql_commands_metadata(results: Sequence[CommandResult], info: CatalogInfo) -
             f"{change}: {', '.join(values)}" for change, values in sorted(latest.changes.items())
         )
     return metadata
-
-
-def markdown_table(headers: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str:
-    """A Markdown table; cell text is kept on one line and its pipes escaped."""
-
-    def cell(value: Any) -> str:
-        text = "NULL" if value is None else str(value)
-        return " ".join(text.split()).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
-    lines.extend("| " + " | ".join(cell(value) for value in row) + " |" for row in rows)
-    return "\n".join(lines)

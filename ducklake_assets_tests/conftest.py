@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ducklake_assets.core.s3 import S3Settings
+from ducklake_assets.resources import DuckLakeResource, PostgresCatalogConfig, S3Resource
 from ducklake_assets_tests.services import (
     PG_DSN_ENV,
     PostgresDatabase,
@@ -100,6 +101,33 @@ def s3_settings(s3_bucket: S3Bucket) -> S3Settings:
         aws_access_key_id=endpoint.aws_access_key_id,
         aws_secret_access_key=endpoint.aws_secret_access_key,
         path_style=True,
+    )
+
+
+@pytest.fixture
+def s3_resource(s3_settings: S3Settings) -> S3Resource:
+    """The Dagster `S3Resource` for the same endpoint and keys as `s3_settings`."""
+    return S3Resource(
+        endpoint_url=s3_settings.endpoint_url,
+        region_name=s3_settings.region_name,
+        aws_access_key_id=s3_settings.aws_access_key_id,
+        aws_secret_access_key=s3_settings.aws_secret_access_key,
+        addressing_style="path",
+    )
+
+
+@pytest.fixture
+def postgres_lake(pg_database: PostgresDatabase, tmp_path: Path) -> DuckLakeResource:
+    """A `DuckLakeResource` with its catalog in the test's PostgreSQL database and its data in `tmp_path/data`."""
+    return DuckLakeResource(
+        catalog=PostgresCatalogConfig(
+            host=pg_database.host,
+            port=pg_database.port,
+            dbname=pg_database.dbname,
+            user=pg_database.user,
+            password=pg_database.password,
+        ),
+        data_path=str(tmp_path / "data"),
     )
 
 

@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 
 from ducklake_assets import ConfigurationError, build_ducklake_pipeline
-from ducklake_assets_tests.test_catalog_snapshot_asset import crew
+from ducklake_assets_tests.parquet_files import crew
 
 SNAPSHOT = dg.AssetKey(["space", "catalog_snapshot"])
 BACKUP = dg.AssetKey(["space", "static_backup"])

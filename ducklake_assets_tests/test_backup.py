@@ -31,9 +31,9 @@ from ducklake_assets.core.s3 import S3Settings
 from ducklake_assets.core.storage import ObjectStore
 from ducklake_assets_tests.backup_lakes import (
     KINDS,
-    NO_INLINING,
     current_files,
     fill,
+    lake_settings,
     latest_snapshot,
     plain_reader,
     reader_counts,
@@ -205,11 +205,7 @@ def test_a_backup_holds_exactly_one_snapshot_while_another_process_commits(
 
 
 def test_an_older_storage_version_is_written_on_request(tmp_path: Path) -> None:
-    settings = LakeSettings(
-        catalog=DuckDBCatalog(str(tmp_path / "lake.ducklake")),
-        data_path=str(tmp_path / "data"),
-        attach_options=NO_INLINING,
-    )
+    settings = lake_settings("duckdb", tmp_path, name="lake")
     fill(settings)
 
     def storage_number(path: str) -> int:
@@ -246,11 +242,7 @@ def test_an_unknown_storage_version_fails_before_anything_is_exposed(tmp_path: P
 
 
 def test_a_disk_full_while_exposing_keeps_the_previous_backup(tmp_path: Path) -> None:
-    settings = LakeSettings(
-        catalog=DuckDBCatalog(str(tmp_path / "lake.ducklake")),
-        data_path=str(tmp_path / "data"),
-        attach_options=NO_INLINING,
-    )
+    settings = lake_settings("duckdb", tmp_path, name="lake")
     fill(settings)
     backups = tmp_path / "backups"
     first = create_backup(settings, str(backups), store=ObjectStore())
@@ -307,11 +299,7 @@ def test_an_unreachable_s3_endpoint_leaves_the_previous_backup(
 
 
 def test_retention_keeps_the_last_backups_and_the_young_ones(tmp_path: Path) -> None:
-    settings = LakeSettings(
-        catalog=DuckDBCatalog(str(tmp_path / "lake.ducklake")),
-        data_path=str(tmp_path / "data"),
-        attach_options=NO_INLINING,
-    )
+    settings = lake_settings("duckdb", tmp_path, name="lake")
     fill(settings)
     backups = str(tmp_path / "backups")
     made = []
@@ -388,11 +376,7 @@ def test_listing_shows_backups_newest_first_and_nothing_else(tmp_path: Path) -> 
 
 
 def test_referenced_files_are_the_absolute_paths_duckdb_reads(tmp_path: Path) -> None:
-    settings = LakeSettings(
-        catalog=DuckDBCatalog(str(tmp_path / "lake.ducklake")),
-        data_path=str(tmp_path / "data"),
-        attach_options=NO_INLINING,
-    )
+    settings = lake_settings("duckdb", tmp_path, name="lake")
     fill(settings)
     run(settings, "DROP TABLE stations", message="stations moved elsewhere")
     create_backup(settings, str(tmp_path / "backups"), store=ObjectStore())

@@ -168,32 +168,28 @@ def test_backup_is_restorable_fails_when_the_catalog_no_longer_matches_the_backu
 
 
 def test_a_backup_to_s3_through_the_s3_resource_passes_its_checks(
-    tmp_path: Path, s3_bucket: S3Bucket, request: pytest.FixtureRequest
+    tmp_path: Path,
+    s3_bucket: S3Bucket,
+    s3_settings: S3Settings,
+    s3_resource: S3Resource,
+    request: pytest.FixtureRequest,
 ) -> None:
     settings = settings_for_kind(request, "postgres", tmp_path / "lake")
     fill(settings)
-    endpoint = s3_bucket.endpoint
-    s3 = S3Resource(
-        endpoint_url=endpoint.endpoint_url,
-        region_name=endpoint.region_name,
-        aws_access_key_id=endpoint.aws_access_key_id,
-        aws_secret_access_key=endpoint.aws_secret_access_key,
-        addressing_style="path",
-    )
     defs = build_backup_definitions("lake", s3_bucket.uri("backups"), s3_resource_key="backup_s3", blocking=True)
 
-    result = materialize(defs, {"ducklake": resource_for(settings), "backup_s3": s3})
+    result = materialize(defs, {"ducklake": resource_for(settings), "backup_s3": s3_resource})
 
     assert result.success
     assert all(evaluation.passed for evaluation in checks(result).values())
-    assert [info.snapshot_id for info in list_backups(s3_bucket.uri("backups"), ObjectStore(s3.settings()))] == [4]
+    assert [info.snapshot_id for info in list_backups(s3_bucket.uri("backups"), ObjectStore(s3_settings))] == [4]
     text = "\n".join(str(event) for event in result.all_events)
     assert settings.catalog.password not in text
-    assert endpoint.aws_secret_access_key not in text
+    assert s3_settings.aws_secret_access_key not in text
 
 
 def test_backup_files_exist_finds_objects_missing_from_an_s3_data_path(
-    tmp_path: Path, s3_bucket: S3Bucket, s3_settings: S3Settings
+    tmp_path: Path, s3_bucket: S3Bucket, s3_settings: S3Settings, s3_resource: S3Resource
 ) -> None:
     settings = LakeSettings(
         catalog=DuckDBCatalog(str(tmp_path / "lake.ducklake")),
@@ -202,15 +198,7 @@ def test_backup_files_exist_finds_objects_missing_from_an_s3_data_path(
         s3=s3_settings,
     )
     fill(settings)
-    endpoint = s3_bucket.endpoint
-    s3 = S3Resource(
-        endpoint_url=endpoint.endpoint_url,
-        region_name=endpoint.region_name,
-        aws_access_key_id=endpoint.aws_access_key_id,
-        aws_secret_access_key=endpoint.aws_secret_access_key,
-        addressing_style="path",
-    )
-    lake = DuckLakeResource(catalog=str(tmp_path / "lake.ducklake"), data_path=s3_bucket.uri("lake/"), s3=s3)
+    lake = DuckLakeResource(catalog=str(tmp_path / "lake.ducklake"), data_path=s3_bucket.uri("lake/"), s3=s3_resource)
     defs = build_backup_definitions("lake", str(tmp_path / "backups"))
     first = materialize(defs, {"ducklake": lake})
     assert first.success and all(evaluation.passed for evaluation in checks(first).values())

@@ -3,28 +3,15 @@
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
 
 from ducklake_assets.core.errors import ConfigurationError
-from ducklake_assets.core.sql import quote_literal
 from ducklake_assets.pipeline import build_ducklake_pipeline
 from ducklake_assets.resources import DuckLakeResource, S3Resource
+from ducklake_assets_tests.parquet_files import crew, parquet
 from ducklake_assets_tests.services import S3Bucket
 
 SNAPSHOT = dg.AssetKey(["space", "catalog_snapshot"])
-
-
-def parquet(path: Path, select: str) -> Path:
-    """Write the rows of ``select`` to a Parquet file at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect() as connection:
-        connection.execute(f"COPY ({select}) TO {quote_literal(str(path))} (FORMAT parquet)")
-    return path
-
-
-def crew(path: Path, first: int, count: int = 10) -> Path:
-    return parquet(path, f"SELECT range AS id, 'name ' || range AS name FROM range({first}, {first + count})")
 
 
 @pytest.fixture
@@ -142,25 +129,19 @@ def test_a_drifted_file_fails_the_run_and_leaves_the_catalog_as_it_was(tmp_path:
     assert snapshots(defs) == before
 
 
-def test_an_s3_source_lists_with_the_pipeline_s3_resource(tmp_path: Path, s3_bucket: S3Bucket) -> None:
-    endpoint = s3_bucket.endpoint
-    s3 = S3Resource(
-        endpoint_url=endpoint.endpoint_url,
-        region_name=endpoint.region_name,
-        aws_access_key_id=endpoint.aws_access_key_id,
-        aws_secret_access_key=endpoint.aws_secret_access_key,
-        addressing_style="path",
-    )
+def test_an_s3_source_lists_with_the_pipeline_s3_resource(
+    tmp_path: Path, s3_bucket: S3Bucket, s3_resource: S3Resource
+) -> None:
     s3_bucket.client().upload_file(str(crew(tmp_path / "a.parquet", 0)), s3_bucket.name, "space/astronauts.p1.parquet")
     defs = build_ducklake_pipeline(
-        "space", s3_bucket.uri("space"), str(tmp_path / "space.ducklake"), str(tmp_path / "data"), s3=s3
+        "space", s3_bucket.uri("space"), str(tmp_path / "space.ducklake"), str(tmp_path / "data"), s3=s3_resource
     )
 
     metadata = snapshot_metadata(materialize(defs, dg.DagsterInstance.ephemeral()))
 
     assert set(defs.resources) == {"space_ducklake", "space_s3"}
     assert metadata["files_added"] == 1 and metadata["dagster/row_count"] == 10
-    assert endpoint.aws_secret_access_key not in str(metadata)
+    assert s3_resource.aws_secret_access_key not in str(metadata)
 
 
 def test_the_pipeline_shows_its_source_upstream_of_the_snapshot(tmp_path: Path, space: Path) -> None:

@@ -23,7 +23,8 @@ from ducklake_assets.component import DuckLakePipelineComponent
 from ducklake_assets.core.errors import ConfigurationError
 from ducklake_assets.core.extensions import load_extensions
 from ducklake_assets.core.s3 import S3Settings
-from ducklake_assets.core.sql import qualified_name, quote_literal
+from ducklake_assets.core.sql import qualified_name
+from ducklake_assets_tests.parquet_files import crew
 from ducklake_assets_tests.services import PostgresDatabase, S3Bucket
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,16 +43,6 @@ def project(tmp_path: Path) -> Path:
 
 def defs_yaml(project: Path) -> Path:
     return project / "src" / "ducklake_project" / "defs" / "space" / "defs.yaml"
-
-
-def write_parquet(path: Path, first: int, count: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect() as connection:
-        connection.execute(
-            f"COPY (SELECT range AS id, 'name ' || range AS name FROM range({first}, {first + count})) "
-            f"TO {quote_literal(str(path))} (FORMAT parquet)"
-        )
-    return path
 
 
 @contextlib.contextmanager
@@ -106,9 +97,9 @@ def test_the_example_project_runs_the_whole_pipeline_from_its_yaml(
     project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     incoming = project / "data" / "incoming"
-    write_parquet(incoming / "astronauts" / "part-0.parquet", 0, 10)
-    write_parquet(incoming / "astronauts" / "part-1.parquet", 10, 10)
-    write_parquet(incoming / "missions" / "part-0.parquet", 0, 4)
+    crew(incoming / "astronauts" / "part-0.parquet", 0, 10)
+    crew(incoming / "astronauts" / "part-1.parquet", 10, 10)
+    crew(incoming / "missions" / "part-0.parquet", 0, 4)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -203,7 +194,7 @@ def test_secrets_from_the_environment_reach_postgres_and_s3_but_nothing_a_user_s
     endpoint = s3_bucket.endpoint
     shutil.copy(project / "production.yaml", defs_yaml(project))
     for table, first, count in (("astronauts", 0, 10), ("astronauts", 10, 10), ("missions", 0, 4)):
-        local = write_parquet(tmp_path / "upload" / table / f"part-{first}.parquet", first, count)
+        local = crew(tmp_path / "upload" / table / f"part-{first}.parquet", first, count)
         s3_bucket.client().upload_file(str(local), s3_bucket.name, f"incoming/{table}/{local.name}")
     monkeypatch.setenv("DUCKLAKE_BUCKET", s3_bucket.name)
     monkeypatch.setenv(
@@ -346,12 +337,16 @@ def keys_and_defaults(schema: dict, definitions: dict, prefix: str = "") -> dict
     return found
 
 
+def component_reference() -> str:
+    """The README's section on the YAML component (up to the next top-level section)."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("\n## The YAML component")
+    end = readme.find("\n## ", start + 1)
+    return readme[start : end if end != -1 else None]
+
+
 def test_the_yaml_reference_lists_every_key_with_its_default() -> None:
-    reference = next(
-        path.read_text()
-        for path in (ROOT / "README.md", ROOT / "docs" / "component.md")
-        if path.exists() and "| `source.sensor.order` |" in path.read_text()
-    )
+    reference = component_reference()
     schema = DuckLakePipelineComponent.model().model_json_schema()
 
     documented = dict(re.findall(r"^\| `([\w.]+)` \| `([^`]*)` \|", reference, flags=re.MULTILINE))
@@ -360,7 +355,7 @@ def test_the_yaml_reference_lists_every_key_with_its_default() -> None:
 
 
 def test_every_yaml_example_in_the_reference_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    reference = (ROOT / "docs" / "component.md").read_text()
+    reference = component_reference()
     monkeypatch.setenv("DUCKLAKE_BUCKET", "lake-bucket")
     monkeypatch.setenv("DUCKLAKE_CATALOG_DSN", "host=db.internal dbname=lake user=etl")
     monkeypatch.chdir(tmp_path)

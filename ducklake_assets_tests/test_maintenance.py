@@ -19,7 +19,7 @@ from ducklake_assets.core.publish import publish_frozen_lake, verify_as_stranger
 from ducklake_assets.core.sql import quote_literal
 from ducklake_assets.core.storage import ObjectStore
 from ducklake_assets.maintenance_assets import build_maintenance_definitions
-from ducklake_assets.resources import DuckLakeResource, PostgresCatalogConfig, S3Resource
+from ducklake_assets.resources import DuckLakeResource
 
 TABLES = ("trips", "events", "events2")
 EVERYTHING_OLD = {"expire_older_than": timedelta(0), "cleanup_older_than": timedelta(0)}
@@ -102,19 +102,6 @@ def make_lake(tmp_path: Path, resource: DuckLakeResource) -> Lake:
     )
 
 
-def postgres_resource(pg_database, tmp_path: Path) -> DuckLakeResource:
-    return DuckLakeResource(
-        catalog=PostgresCatalogConfig(
-            host=pg_database.host,
-            port=pg_database.port,
-            dbname=pg_database.dbname,
-            user=pg_database.user,
-            password=pg_database.password,
-        ),
-        data_path=str(tmp_path / "data"),
-    )
-
-
 def assert_every_promise_holds(lake: Lake, external_before: dict, rows_before: dict) -> None:
     for path in lake.external_files:
         assert fingerprint(path) == external_before[path], f"registered file {path} was touched"
@@ -129,8 +116,8 @@ def assert_every_promise_holds(lake: Lake, external_before: dict, rows_before: d
     assert lake.row_counts() == rows_before
 
 
-def test_maintenance_keeps_registered_files_backups_and_published_revisions(pg_database, tmp_path):
-    lake = make_lake(tmp_path, postgres_resource(pg_database, tmp_path))
+def test_maintenance_keeps_registered_files_backups_and_published_revisions(postgres_lake, tmp_path):
+    lake = make_lake(tmp_path, postgres_lake)
     external_before = {path: fingerprint(path) for path in lake.external_files}
     rows_before = lake.row_counts()
     defs = build_maintenance_definitions(
@@ -167,8 +154,8 @@ def test_maintenance_keeps_registered_files_backups_and_published_revisions(pg_d
     assert_every_promise_holds(lake, external_before, rows_before)
 
 
-def test_a_file_kept_for_a_backup_goes_once_retention_drops_the_backup(pg_database, tmp_path):
-    lake = make_lake(tmp_path, postgres_resource(pg_database, tmp_path))
+def test_a_file_kept_for_a_backup_goes_once_retention_drops_the_backup(postgres_lake, tmp_path):
+    lake = make_lake(tmp_path, postgres_lake)
     external_before = {path: fingerprint(path) for path in lake.external_files}
     rows_before = lake.row_counts()
     store = ObjectStore()
@@ -198,8 +185,8 @@ def test_a_file_kept_for_a_backup_goes_once_retention_drops_the_backup(pg_databa
     assert lake.row_counts() == rows_before
 
 
-def test_a_dry_run_lists_what_would_go_and_changes_nothing(pg_database, tmp_path):
-    lake = make_lake(tmp_path, postgres_resource(pg_database, tmp_path))
+def test_a_dry_run_lists_what_would_go_and_changes_nothing(postgres_lake, tmp_path):
+    lake = make_lake(tmp_path, postgres_lake)
     defs = build_maintenance_definitions("trips", backup_uris=[lake.backup_uri], **EVERYTHING_OLD)
     snapshots_before = lake.snapshot_ids()
     disk_before = files_on_disk(tmp_path)
@@ -231,8 +218,8 @@ def test_a_dry_run_lists_what_would_go_and_changes_nothing(pg_database, tmp_path
     assert files_on_disk(tmp_path) == disk_before
 
 
-def test_the_schedule_runs_the_maintenance_job(pg_database, tmp_path):
-    lake = make_lake(tmp_path, postgres_resource(pg_database, tmp_path))
+def test_the_schedule_runs_the_maintenance_job(postgres_lake, tmp_path):
+    lake = make_lake(tmp_path, postgres_lake)
     external_before = {path: fingerprint(path) for path in lake.external_files}
     rows_before = lake.row_counts()
     defs = dg.Definitions.merge(
@@ -260,19 +247,13 @@ def test_the_schedule_runs_the_maintenance_job(pg_database, tmp_path):
     assert_every_promise_holds(lake, external_before, rows_before)
 
 
-def test_maintenance_on_s3_deletes_only_under_the_data_prefix(s3_bucket, s3_settings, tmp_path):
+def test_maintenance_on_s3_deletes_only_under_the_data_prefix(s3_bucket, s3_settings, s3_resource, tmp_path):
     landing = s3_bucket.uri("landing/events-0.parquet")
     ducklake = DuckLakeResource(
         catalog=str(tmp_path / "catalog.ducklake"),
         data_path=s3_bucket.uri("lake/"),
         attach_options={"DATA_INLINING_ROW_LIMIT": 0},
-        s3=S3Resource(
-            endpoint_url=s3_settings.endpoint_url,
-            region_name=s3_settings.region_name,
-            aws_access_key_id=s3_settings.aws_access_key_id,
-            aws_secret_access_key=s3_settings.aws_secret_access_key,
-            addressing_style="path",
-        ),
+        s3=s3_resource,
     )
     settings = ducklake.lake_settings()
     store = ObjectStore(s3_settings)

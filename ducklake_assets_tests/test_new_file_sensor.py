@@ -5,26 +5,22 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
 
 from ducklake_assets.core.s3 import S3Settings
 from ducklake_assets.core.sources import FileSource, find_new_files
-from ducklake_assets.core.sql import quote_literal
 from ducklake_assets.core.storage import ObjectStore
 from ducklake_assets.pipeline import build_ducklake_pipeline
 from ducklake_assets.resources import S3Resource
+from ducklake_assets_tests.parquet_files import crew
 from ducklake_assets_tests.services import S3Bucket
 
 SNAPSHOT = dg.AssetKey(["space", "catalog_snapshot"])
 
 
-def crew(path: Path, first: int = 0) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect() as connection:
-        rows = f"SELECT range AS id FROM range({first}, {first + 10})"
-        connection.execute(f"COPY ({rows}) TO {quote_literal(str(path))} (FORMAT parquet)")
-    return path
+def space_pipeline(source: str, tmp_path: Path, **options) -> dg.Definitions:
+    """The pipeline ``space`` over ``source``, its lake in ``tmp_path``."""
+    return build_ducklake_pipeline("space", source, str(tmp_path / "space.ducklake"), str(tmp_path / "data"), **options)
 
 
 def tick(defs: dg.Definitions, cursor: str | None, resources: dict | None = None):
@@ -33,22 +29,11 @@ def tick(defs: dg.Definitions, cursor: str | None, resources: dict | None = None
         return sensor.evaluate_tick(context)
 
 
-def s3_resource(bucket: S3Bucket) -> S3Resource:
-    endpoint = bucket.endpoint
-    return S3Resource(
-        endpoint_url=endpoint.endpoint_url,
-        region_name=endpoint.region_name,
-        aws_access_key_id=endpoint.aws_access_key_id,
-        aws_secret_access_key=endpoint.aws_secret_access_key,
-        addressing_style="path",
-    )
-
-
 def test_new_local_files_request_one_run_per_change(tmp_path: Path) -> None:
     source = tmp_path / "space"
     first = crew(source / "astronauts.p1.parquet")
     os.utime(first, (1_700_000_000, 1_700_000_000))
-    defs = build_ducklake_pipeline("space", str(source), str(tmp_path / "space.ducklake"), str(tmp_path / "data"))
+    defs = space_pipeline(str(source), tmp_path)
 
     initial = tick(defs, None)
     (request,) = initial.run_requests
@@ -74,7 +59,7 @@ def test_new_local_files_request_one_run_per_change(tmp_path: Path) -> None:
 def test_the_requested_run_registers_what_the_catalog_lacks(tmp_path: Path) -> None:
     source = tmp_path / "space"
     crew(source / "astronauts.p1.parquet")
-    defs = build_ducklake_pipeline("space", str(source), str(tmp_path / "space.ducklake"), str(tmp_path / "data"))
+    defs = space_pipeline(str(source), tmp_path)
     instance = dg.DagsterInstance.ephemeral()
 
     for _ in range(2):
@@ -90,21 +75,14 @@ def test_the_requested_run_registers_what_the_catalog_lacks(tmp_path: Path) -> N
 
 
 def test_s3_key_order_lists_only_keys_after_the_cursor(
-    tmp_path: Path, s3_bucket: S3Bucket, s3_settings: S3Settings
+    tmp_path: Path, s3_bucket: S3Bucket, s3_settings: S3Settings, s3_resource: S3Resource
 ) -> None:
     client = s3_bucket.client()
     local = crew(tmp_path / "crew.parquet")
     for day in range(1, 21):
         client.upload_file(str(local), s3_bucket.name, f"space/day={day:02d}/astronauts.parquet")
-    defs = build_ducklake_pipeline(
-        "space",
-        s3_bucket.uri("space"),
-        str(tmp_path / "space.ducklake"),
-        str(tmp_path / "data"),
-        s3=s3_resource(s3_bucket),
-        sensor_order="key",
-    )
-    resources = {"space_s3": s3_resource(s3_bucket)}
+    defs = space_pipeline(s3_bucket.uri("space"), tmp_path, s3=s3_resource, sensor_order="key")
+    resources = {"space_s3": s3_resource}
 
     initial = tick(defs, None, resources)
     assert initial.run_requests[0].tags["ducklake_assets/new_files"] == "20"
@@ -129,18 +107,14 @@ def test_s3_key_order_lists_only_keys_after_the_cursor(
     assert tick(defs, changed.cursor, resources).run_requests == []
 
 
-def test_s3_modified_order_finds_new_keys_anywhere(tmp_path: Path, s3_bucket: S3Bucket) -> None:
+def test_s3_modified_order_finds_new_keys_anywhere(
+    tmp_path: Path, s3_bucket: S3Bucket, s3_resource: S3Resource
+) -> None:
     client = s3_bucket.client()
     local = crew(tmp_path / "crew.parquet")
     client.upload_file(str(local), s3_bucket.name, "space/missions.p1.parquet")
-    defs = build_ducklake_pipeline(
-        "space",
-        s3_bucket.uri("space"),
-        str(tmp_path / "space.ducklake"),
-        str(tmp_path / "data"),
-        s3=s3_resource(s3_bucket),
-    )
-    resources = {"space_s3": s3_resource(s3_bucket)}
+    defs = space_pipeline(s3_bucket.uri("space"), tmp_path, s3=s3_resource)
+    resources = {"space_s3": s3_resource}
     initial = tick(defs, None, resources)
     assert len(initial.run_requests) == 1
 
@@ -156,7 +130,7 @@ def test_a_manifest_triggers_a_run_when_it_changes(tmp_path: Path) -> None:
     crew(tmp_path / "space" / "astronauts.p1.parquet")
     manifest = tmp_path / "space" / "files.csv"
     manifest.write_text("full_path\nastronauts.p1.parquet\n")
-    defs = build_ducklake_pipeline("space", str(manifest), str(tmp_path / "space.ducklake"), str(tmp_path / "data"))
+    defs = space_pipeline(str(manifest), tmp_path)
 
     initial = tick(defs, None)
     assert len(initial.run_requests) == 1

@@ -7,7 +7,7 @@ import duckdb
 from ducklake_assets import PostgresCatalogConfig, S3Resource, build_ducklake_pipeline
 from ducklake_assets.core.extensions import load_extensions
 from ducklake_assets.core.sql import quote_literal
-from ducklake_assets_tests.test_catalog_snapshot_asset import crew
+from ducklake_assets_tests.parquet_files import crew
 
 
 def test_postgres_catalog_with_s3_data_backups_and_frozen_lake(

@@ -6,7 +6,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from ducklake_assets import ConfigurationError, DuckLakeResource, S3Resource
+from ducklake_assets import ConfigurationError, DuckLakeResource
 from ducklake_assets.backup_assets import build_backup_definitions
 from ducklake_assets.core.extensions import load_extensions
 from ducklake_assets.core.sql import quote_literal
@@ -17,22 +17,11 @@ from ducklake_assets_tests.static_site import serve_folder
 FROZEN = dg.AssetKey(["space", "frozen_lake"])
 
 
-def s3_resource(s3_settings) -> S3Resource:
-    return S3Resource(
-        endpoint_url=s3_settings.endpoint_url,
-        region_name=s3_settings.region_name,
-        aws_access_key_id=s3_settings.aws_access_key_id,
-        aws_secret_access_key=s3_settings.aws_secret_access_key,
-        addressing_style="path",
-    )
-
-
-def lake_resource(folder: Path, s3: S3Resource | None = None) -> DuckLakeResource:
+def lake_resource(folder: Path) -> DuckLakeResource:
     return DuckLakeResource(
         catalog=str(folder / "space.ducklake"),
         data_path=str(folder / "data"),
         attach_options={"DATA_INLINING_ROW_LIMIT": 0},
-        s3=s3,
     )
 
 
@@ -76,12 +65,14 @@ def stranger(s3_settings=None) -> duckdb.DuckDBPyConnection:
     return connection
 
 
-def test_the_frozen_lake_on_s3_is_attached_with_the_line_its_metadata_shows(tmp_path, s3_bucket, s3_settings):
+def test_the_frozen_lake_on_s3_is_attached_with_the_line_its_metadata_shows(
+    tmp_path, s3_bucket, s3_settings, s3_resource
+):
     publish_uri = s3_bucket.uri("lakes/space.ducklake")
     defs = build_publish_definitions(
         "space", publish_uri, lake_resource_key="space_ducklake", s3_resource_key="space_s3", keep_revisions=2
     )
-    resources = {"space_ducklake": lake_resource(tmp_path / "lake"), "space_s3": s3_resource(s3_settings)}
+    resources = {"space_ducklake": lake_resource(tmp_path / "lake"), "space_s3": s3_resource}
     instance = dg.DagsterInstance.ephemeral()
 
     for _ in range(3):
@@ -117,7 +108,7 @@ def test_the_frozen_lake_on_s3_is_attached_with_the_line_its_metadata_shows(tmp_
     ).fetchone() == (20,)
 
 
-def test_a_folder_of_parquet_files_becomes_a_frozen_lake_on_s3(tmp_path, s3_bucket, s3_settings):
+def test_a_folder_of_parquet_files_becomes_a_frozen_lake_on_s3(tmp_path, s3_bucket, s3_settings, s3_resource):
     parquet = tmp_path / "parquet"
     parquet.mkdir()
     for name, first, last in (("missions.2025-01", 0, 100), ("missions.2025-02", 100, 150), ("crew.2025-01", 0, 10)):
@@ -132,7 +123,7 @@ def test_a_folder_of_parquet_files_becomes_a_frozen_lake_on_s3(tmp_path, s3_buck
         catalog=str(tmp_path / "lake" / "space.ducklake"),
         data_path=str(tmp_path / "lake" / "data"),
         publish_uri=publish_uri,
-        s3=s3_resource(s3_settings),
+        s3=s3_resource,
     )
 
     result = dg.materialize(
@@ -281,11 +272,11 @@ def test_a_frozen_lake_served_over_http_passes_both_checks(tmp_path):
     assert any(line.startswith("GET /space.ducklake bytes=") for line in served)
 
 
-def test_a_missing_bucket_fails_the_materialization_with_a_clear_message(tmp_path, s3_settings):
+def test_a_missing_bucket_fails_the_materialization_with_a_clear_message(tmp_path, s3_settings, s3_resource):
     defs = build_publish_definitions(
         "space", "s3://no-such-bucket/space.ducklake", lake_resource_key="space_ducklake", s3_resource_key="space_s3"
     )
-    resources = {"space_ducklake": lake_resource(tmp_path / "lake"), "space_s3": s3_resource(s3_settings)}
+    resources = {"space_ducklake": lake_resource(tmp_path / "lake"), "space_s3": s3_resource}
 
     result = dg.materialize(
         [catalog_snapshot, *defs.assets],

@@ -6,7 +6,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from ducklake_assets.core.errors import BadSourceFileError, ConfigurationError, SchemaDriftError
@@ -17,19 +16,8 @@ from ducklake_assets.core.s3 import S3Settings
 from ducklake_assets.core.sources import FileSource, SourceFile, TableNaming
 from ducklake_assets.core.sql import qualified_name, quote_literal
 from ducklake_assets.core.storage import ObjectStore
+from ducklake_assets_tests.parquet_files import crew, parquet
 from ducklake_assets_tests.services import PostgresDatabase, S3Bucket
-
-
-def parquet(path: Path, select: str) -> Path:
-    """Write the rows of ``select`` to a Parquet file at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect() as connection:
-        connection.execute(f"COPY ({select}) TO {quote_literal(str(path))} (FORMAT parquet)")
-    return path
-
-
-def crew(path: Path, first: int, count: int = 10) -> Path:
-    return parquet(path, f"SELECT range AS id, 'name ' || range AS name FROM range({first}, {first + count})")
 
 
 @pytest.fixture
@@ -50,6 +38,19 @@ def query(settings: LakeSettings, sql: str, parameters: list | None = None) -> l
 
 def snapshot_count(settings: LakeSettings) -> int:
     return query(settings, "SELECT count(*) FROM lake.snapshots()")[0][0]
+
+
+def assert_column_answers_as_the_files_do(settings: LakeSettings, source: Path, column: str) -> None:
+    """Counts, NULL tests and min/max of ``column`` of the lake's astronauts equal those of the source files."""
+    files = f"read_parquet({quote_literal(str(source / '*.parquet'))}, union_by_name => true)"
+    for sql in (
+        "SELECT count(*), count({column}) FROM {table}",
+        "SELECT count(*) FROM {table} WHERE {column} IS NULL",
+        "SELECT count(*) FROM {table} WHERE {column} IS NOT NULL",
+        "SELECT min({column}), max({column}) FROM {table}",
+    ):
+        lake_answer = query(settings, sql.format(column=column, table="astronauts"))
+        assert lake_answer == query(settings, sql.format(column=column, table=files)), sql
 
 
 def test_a_folder_becomes_tables_in_one_snapshot_named_after_the_run(tmp_path: Path, lake: LakeSettings) -> None:
@@ -220,14 +221,7 @@ def test_evolve_adds_new_columns_and_older_files_read_them_as_null(tmp_path: Pat
 
     assert result.columns_added == ("astronauts.height",)
     assert len(result.files_added) == 2
-    truth = f"read_parquet({quote_literal(str(source / '*.parquet'))}, union_by_name => true)"
-    for sql in (
-        "SELECT count(*), count(height) FROM {}",
-        "SELECT count(*) FROM {} WHERE height IS NULL",
-        "SELECT count(*) FROM {} WHERE height IS NOT NULL",
-        "SELECT min(height), max(height) FROM {}",
-    ):
-        assert query(lake, sql.format("astronauts")) == query(lake, sql.format(truth)), sql
+    assert_column_answers_as_the_files_do(lake, source, "height")
     assert query(lake, "SELECT count(*), count(height) FROM astronauts") == [(24, 3)]
 
 
@@ -273,13 +267,7 @@ def test_a_missing_column_is_accepted_where_queries_stay_right(tmp_path: Path, l
     result = register(lake, FileSource(str(source)), schema_drift="evolve")
 
     assert len(result.files_added) == 1
-    truth = f"read_parquet({quote_literal(str(source / '*.parquet'))}, union_by_name => true)"
-    for sql in (
-        "SELECT count(*), count(name) FROM {}",
-        "SELECT count(*) FROM {} WHERE name IS NULL",
-        "SELECT count(*) FROM {} WHERE name IS NOT NULL",
-    ):
-        assert query(lake, sql.format("astronauts")) == query(lake, sql.format(truth)), sql
+    assert_column_answers_as_the_files_do(lake, source, "name")
     assert query(lake, "SELECT count(*), count(name) FROM astronauts") == [(15, 5)]
 
 

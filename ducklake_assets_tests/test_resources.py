@@ -13,22 +13,11 @@ from ducklake_assets import (
     DuckLakeResource,
     PostgresCatalogConfig,
     ReadOnlyLakeError,
-    S3Resource,
     SQLiteCatalogConfig,
     StorageError,
 )
 from ducklake_assets.core.lake import LakeSettings, connect_lake, new_connection, prepare_connection
 from ducklake_assets.core.storage import ObjectStore
-
-
-def s3_resource(s3_settings) -> S3Resource:
-    return S3Resource(
-        endpoint_url=s3_settings.endpoint_url,
-        region_name=s3_settings.region_name,
-        aws_access_key_id=s3_settings.aws_access_key_id,
-        aws_secret_access_key=s3_settings.aws_secret_access_key,
-        addressing_style="path",
-    )
 
 
 def catalog_for(kind: str, tmp_path, pg_database=None):
@@ -65,12 +54,12 @@ def test_every_catalog_backend_with_a_local_data_path(kind, tmp_path, request):
 
 
 @pytest.mark.parametrize("kind", ["duckdb", "sqlite", "postgres"])
-def test_every_catalog_backend_with_an_s3_data_path(kind, tmp_path, request, s3_bucket, s3_settings):
+def test_every_catalog_backend_with_an_s3_data_path(kind, tmp_path, request, s3_bucket, s3_settings, s3_resource):
     pg_database = request.getfixturevalue("pg_database") if kind == "postgres" else None
     resource = DuckLakeResource(
         catalog=catalog_for(kind, tmp_path, pg_database),
         data_path=s3_bucket.uri("lake/"),
-        s3=s3_resource(s3_settings),
+        s3=s3_resource,
     )
     write_read_reopen(resource)
     keys = [item.uri for item in ObjectStore(s3_settings).list_prefix(s3_bucket.uri("lake/"))]
@@ -144,7 +133,7 @@ def test_typed_attach_options(tmp_path):
 
 
 def test_secrets_with_quotes_semicolons_and_dashes_work_and_never_leak(
-    tmp_path, pg_database, s3_bucket, s3_settings, caplog
+    tmp_path, pg_database, s3_bucket, s3_settings, s3_resource, caplog
 ):
     password, s3_secret = pg_database.password, s3_settings.aws_secret_access_key
     assert all(c in password for c in "';") and "--" in password and "'" in s3_secret
@@ -159,7 +148,7 @@ def test_secrets_with_quotes_semicolons_and_dashes_work_and_never_leak(
     resource = DuckLakeResource(
         catalog=catalog_for("postgres", tmp_path, pg_database),
         data_path=s3_bucket.uri("lake/"),
-        s3=s3_resource(s3_settings),
+        s3=s3_resource,
     )
     with caplog.at_level(logging.DEBUG):
         result = dg.materialize([lake_tables], resources={"ducklake": resource})
@@ -207,17 +196,9 @@ def test_missing_data_path_of_an_existing_lake_is_refused(tmp_path):
     assert not data.exists(), "nothing was created in place of the missing folder"
 
 
-def test_missing_bucket_is_named(tmp_path, s3_settings):
+def test_missing_bucket_is_named(tmp_path, s3_settings, s3_resource):
     resource = DuckLakeResource(
-        catalog=str(tmp_path / "c.ducklake"),
-        data_path="s3://no-such-bucket-here/lake/",
-        s3=S3Resource(
-            endpoint_url=s3_settings.endpoint_url,
-            region_name=s3_settings.region_name,
-            aws_access_key_id=s3_settings.aws_access_key_id,
-            aws_secret_access_key=s3_settings.aws_secret_access_key,
-            addressing_style="path",
-        ),
+        catalog=str(tmp_path / "c.ducklake"), data_path="s3://no-such-bucket-here/lake/", s3=s3_resource
     )
     with pytest.raises(Exception) as error, resource.get_connection() as connection:
         connection.execute("CREATE TABLE t AS SELECT range AS i FROM range(100000)")

@@ -5,23 +5,10 @@ import pytest
 
 from ducklake_assets.core.errors import SQLCommandError
 from ducklake_assets.core.sql_commands import SQLCommand, display_sql, run_sql_commands
-from ducklake_assets.resources import DuckLakeResource, PostgresCatalogConfig
+from ducklake_assets.resources import DuckLakeResource
 from ducklake_assets.sql_assets import ducklake_sql_asset
 
 HOSTILE_NAME = "O'Brien'); DROP TABLE people; --"
-
-
-def postgres_lake(pg_database, tmp_path) -> DuckLakeResource:
-    return DuckLakeResource(
-        catalog=PostgresCatalogConfig(
-            host=pg_database.host,
-            port=pg_database.port,
-            dbname=pg_database.dbname,
-            user=pg_database.user,
-            password=pg_database.password,
-        ),
-        data_path=str(tmp_path / "data"),
-    )
 
 
 def lake_state(ducklake: DuckLakeResource) -> tuple:
@@ -53,7 +40,7 @@ def step_failure(result: dg.ExecuteInProcessResult) -> str:
     return "\n".join(messages)
 
 
-def test_commands_run_with_bound_values_and_report_each_result(pg_database, tmp_path):
+def test_commands_run_with_bound_values_and_report_each_result(pg_database, postgres_lake):
     people = ducklake_sql_asset(
         "people",
         [
@@ -66,9 +53,8 @@ def test_commands_run_with_bound_values_and_report_each_result(pg_database, tmp_
         parameters={"city": "Galway", "min_age": 41},
         table="people",
     )
-    ducklake = postgres_lake(pg_database, tmp_path)
 
-    result = dg.materialize([people], resources={"ducklake": ducklake})
+    result = dg.materialize([people], resources={"ducklake": postgres_lake})
 
     assert result.success
     metadata = materialization(result, "people")
@@ -104,7 +90,7 @@ def test_commands_run_with_bound_values_and_report_each_result(pg_database, tmp_
     assert value["commands"][4]["rows"][0] == {"name": "person 24", "age": 45}
     assert value["catalog"]["latest_snapshot"]["snapshot_id"] == 4
     assert [(table["schema"], table["name"]) for table in value["catalog"]["tables"]] == [("main", "people")]
-    with ducklake.get_connection() as connection:
+    with postgres_lake.get_connection() as connection:
         assert connection.execute("SELECT age FROM people WHERE name = ?", [HOSTILE_NAME]).fetchall() == [(41,)]
 
 
@@ -132,9 +118,8 @@ def test_run_config_overrides_a_parameter_and_queries_show_their_first_rows(tmp_
     assert result.output_for_node("numbers")["commands"][0]["changed_rows"] == 40
 
 
-def test_a_failing_command_fails_the_step_naming_it_and_nothing_after_it_runs(pg_database, tmp_path):
-    ducklake = postgres_lake(pg_database, tmp_path)
-    with ducklake.get_connection() as connection:
+def test_a_failing_command_fails_the_step_naming_it_and_nothing_after_it_runs(pg_database, postgres_lake):
+    with postgres_lake.get_connection() as connection:
         connection.execute("CREATE TABLE orders (id INTEGER, amount DECIMAL(10, 2))")
     orders = ducklake_sql_asset(
         "orders",
@@ -145,7 +130,7 @@ def test_a_failing_command_fails_the_step_naming_it_and_nothing_after_it_runs(pg
         ],
     )
 
-    result = dg.materialize([orders], resources={"ducklake": ducklake}, raise_on_error=False)
+    result = dg.materialize([orders], resources={"ducklake": postgres_lake}, raise_on_error=False)
 
     assert not result.success
     assert result.asset_materializations_for_node("orders") == [], "no materialization reports success"
@@ -155,16 +140,15 @@ def test_a_failing_command_fails_the_step_naming_it_and_nothing_after_it_runs(pg
     assert "Command 1: INSERT INTO order_lines VALUES (1, 1)" in message
     assert "Command 0 was committed before it" in message
     assert pg_database.password not in message
-    with ducklake.get_connection() as connection:
+    with postgres_lake.get_connection() as connection:
         assert connection.execute("SELECT id FROM orders").fetchall() == [(1,)], "command 2 never ran"
 
 
-def test_in_transaction_a_failing_command_leaves_the_lake_as_it_was(pg_database, tmp_path):
-    ducklake = postgres_lake(pg_database, tmp_path)
-    with ducklake.get_connection() as connection:
+def test_in_transaction_a_failing_command_leaves_the_lake_as_it_was(postgres_lake):
+    with postgres_lake.get_connection() as connection:
         connection.execute("CREATE TABLE orders (id INTEGER, amount DECIMAL(10, 2))")
         connection.execute("INSERT INTO orders VALUES (1, 9.50)")
-    before = lake_state(ducklake)
+    before = lake_state(postgres_lake)
     orders = ducklake_sql_asset(
         "orders",
         [
@@ -175,14 +159,14 @@ def test_in_transaction_a_failing_command_leaves_the_lake_as_it_was(pg_database,
         in_transaction=True,
     )
 
-    result = dg.materialize([orders], resources={"ducklake": ducklake}, raise_on_error=False)
+    result = dg.materialize([orders], resources={"ducklake": postgres_lake}, raise_on_error=False)
 
     assert not result.success
     assert result.asset_materializations_for_node("orders") == []
     message = step_failure(result)
     assert "SQL command 2 failed" in message
     assert "Nothing was committed" in message
-    assert lake_state(ducklake) == before
+    assert lake_state(postgres_lake) == before
 
 
 def test_a_missing_parameter_or_bad_sql_is_named_before_anything_changes(tmp_path):
@@ -207,10 +191,9 @@ def test_a_missing_parameter_or_bad_sql_is_named_before_anything_changes(tmp_pat
     assert lake_state(ducklake) == before
 
 
-def test_secrets_in_commands_never_reach_metadata_or_errors(pg_database, tmp_path):
+def test_secrets_in_commands_never_reach_metadata_or_errors(pg_database, postgres_lake):
     key = "key'; DROP--secret"
     quoted = key.replace("'", "''")
-    ducklake = postgres_lake(pg_database, tmp_path)
     setup = ducklake_sql_asset(
         "setup",
         [
@@ -219,7 +202,7 @@ def test_secrets_in_commands_never_reach_metadata_or_errors(pg_database, tmp_pat
         ],
     )
 
-    result = dg.materialize([setup], resources={"ducklake": ducklake}, raise_on_error=False)
+    result = dg.materialize([setup], resources={"ducklake": postgres_lake}, raise_on_error=False)
 
     message = step_failure(result)
     assert "SQL command 1 failed" in message

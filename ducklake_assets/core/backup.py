@@ -615,13 +615,18 @@ def _resolve_file_paths_sql(database: str) -> str:
     """
 
 
-def _referenced_files(local: Path, include_history: bool) -> list[str]:
+def catalog_file_references(catalog_file: Path, *, include_history: bool = True) -> list[str]:
+    """Every data and delete file a local DuckLake catalog file (a backup or a published revision) references.
+
+    Paths come back absolute, as DuckDB reads them, sorted. ``include_history`` as in
+    :func:`backup_referenced_files`.
+    """
     connection = duckdb.connect()
     try:
-        connection.execute(f"ATTACH {quote_literal(str(local))} AS backup_file (READ_ONLY)")
+        connection.execute(f"ATTACH {quote_literal(str(catalog_file))} AS backup_file (READ_ONLY)")
         rows = connection.execute(_resolve_file_paths_sql("backup_file"), [include_history]).fetchall()
     except duckdb.Error as error:
-        raise BackupError(f"Cannot read the file list of backup {local}: {error}") from None
+        raise BackupError(f"Cannot read the file list of backup {catalog_file}: {error}") from None
     finally:
         connection.close()
     return [row[0] for row in rows]
@@ -638,7 +643,7 @@ def backup_referenced_files(backup: str, store: ObjectStore, *, include_history:
     file_uri = resolve_backup_file(backup, store)
     with tempfile.TemporaryDirectory(prefix="ducklake-backup-read-") as scratch:
         local, _ = fetch_backup(file_uri, store, scratch)
-        return _referenced_files(local, include_history)
+        return catalog_file_references(local, include_history=include_history)
 
 
 @dataclass(frozen=True)
@@ -743,7 +748,7 @@ def check_backup_files(backup: str, store: ObjectStore, data_store: ObjectStore)
     file_uri = resolve_backup_file(backup, store)
     with tempfile.TemporaryDirectory(prefix="ducklake-backup-files-") as scratch:
         local, manifest = fetch_backup(file_uri, store, scratch)
-        files = _referenced_files(local, include_history=True)
+        files = catalog_file_references(local)
     under_data_path = [path for path in files if path.startswith(manifest.data_path)]
     elsewhere = [path for path in files if not path.startswith(manifest.data_path)]
     present: set[str] = set()

@@ -34,7 +34,7 @@ from typing import Literal
 
 import duckdb
 
-from .backup import _referenced_files, backup_referenced_files, list_backups
+from .backup import backup_referenced_files, catalog_file_references, list_backups
 from .errors import ConfigurationError, MaintenanceError, StorageError, redact
 from .lake import LakeSettings, connect_lake, is_remote, metadata_prefix
 from .publish import list_revisions
@@ -109,7 +109,7 @@ def retained_copies(
             with tempfile.TemporaryDirectory(prefix="ducklake-revision-") as folder:
                 local = Path(folder) / "revision.ducklake"
                 store.get_file(revision.uri, local)
-                files = _referenced_files(local, include_history=True)
+                files = catalog_file_references(local)
             found |= RetainedCopies(frozenset({revision.snapshot_id}), frozenset(files), (revision.uri,))
     return found
 

@@ -35,7 +35,15 @@ from .backup import MANIFEST_TABLE, fetch_backup, resolve_backup_file
 from .catalog import DuckDBCatalog
 from .errors import BackupError, ConfigurationError, PublishError, StorageError, redact
 from .extensions import load_extensions
-from .lake import LakeSettings, absolute_local_path, connect_lake, is_remote, metadata_database, new_connection
+from .lake import (
+    LakeSettings,
+    absolute_local_path,
+    connect_lake,
+    is_remote,
+    metadata_database,
+    metadata_prefix,
+    new_connection,
+)
 from .s3 import S3Settings
 from .sql import qualified_name, quote_identifier, quote_literal
 from .storage import ObjectStore, join_uri
@@ -340,11 +348,7 @@ def lake_contents(
     (version,) = connection.execute(
         f"SELECT value FROM {quote_identifier(alias)}.options() WHERE option_name = 'version'"
     ).fetchone()
-    metadata = (
-        qualified_name(metadata_database(alias), metadata_schema)
-        if metadata_schema
-        else quote_identifier(metadata_database(alias))
-    )
+    metadata = metadata_prefix(alias, metadata_schema)
     names = connection.execute(
         f"""
         SELECT s.schema_name, t.table_name

@@ -343,7 +343,8 @@ def _read_columns(
         return first_columns | second_columns, first_bad | second_bad
     by_file: dict[str, list[tuple[str, int | None]]] = {}
     for file_name, name, children in rows:
-        by_file.setdefault(normalize_uri(file_name), []).append((name, children))
+        by_file.setdefault(file_name, []).append((name, children))
+    by_file = {normalize_uri(file_name): schema for file_name, schema in by_file.items()}
     columns = {uri: _top_level_names(by_file[uri]) for uri in uris if uri in by_file}
     missing = {uri: "DuckDB found no Parquet schema in it" for uri in uris if uri not in by_file}
     return columns, missing
