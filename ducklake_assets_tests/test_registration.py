@@ -225,6 +225,31 @@ def test_evolve_adds_new_columns_and_older_files_read_them_as_null(tmp_path: Pat
     assert query(lake, "SELECT count(*), count(height) FROM astronauts") == [(24, 3)]
 
 
+def test_evolve_types_a_new_nested_column_but_never_runs_a_hostile_field_name(
+    tmp_path: Path, lake: LakeSettings
+) -> None:
+    source = tmp_path / "space"
+    crew(source / "astronauts.p1.parquet", 0)
+    register(lake, FileSource(str(source)))
+    parquet(source / "astronauts.p2.parquet", "SELECT 20 AS id, 'x' AS name, {'suit': 'A7L', 'sizes': [1, 2]} AS kit")
+    register(lake, FileSource(str(source)), schema_drift="evolve")
+    assert query(lake, "SELECT kit.suit FROM astronauts WHERE id = 20") == [("A7L",)]
+
+    hostile = parquet(
+        source / "astronauts.p3.parquet",
+        """SELECT 30 AS id, 'y' AS name, {'suit': 'B', 'sizes': [3]} AS kit,
+                  {'x INTEGER); DROP TABLE astronauts; --': 1} AS payload""",
+    )
+    before = snapshot_count(lake)
+    with pytest.raises(SchemaDriftError) as raised:
+        register(lake, FileSource(str(source)), schema_drift="evolve")
+
+    assert str(hostile) in str(raised.value) and "need quoting" in str(raised.value)
+    assert snapshot_count(lake) == before
+    assert query(lake, "SELECT count(*) FROM astronauts") == [(11,)]
+    assert [row[0] for row in query(lake, "DESCRIBE astronauts")] == ["id", "name", "kit"]
+
+
 def test_a_file_missing_a_column_fails_unless_evolving(tmp_path: Path, lake: LakeSettings) -> None:
     source = tmp_path / "space"
     crew(source / "astronauts.p1.parquet", 0)
