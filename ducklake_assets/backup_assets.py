@@ -9,10 +9,12 @@ import dagster as dg
 from pydantic import Field
 
 from .core.backup import (
+    BackupMode,
     BackupResult,
     backup_lag,
     check_backup_files,
     check_backup_restorable,
+    check_mode,
     check_retention,
     create_backup,
     latest_backup,
@@ -24,6 +26,16 @@ from .metadata import markdown_table
 from .resources import lake_and_store
 
 _LISTED_FILES = 50
+
+
+def _human(duration: timedelta) -> str:
+    """``timedelta(seconds=5400)`` -> ``'1h 30m'``: how old a backup is, for a person."""
+    seconds = int(duration.total_seconds())
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    parts = [f"{days}d"] * bool(days) + [f"{hours}h"] * bool(hours) + [f"{minutes}m"] * bool(minutes)
+    return " ".join(parts[:2]) or f"{seconds}s"
 
 
 class RestoreCatalogConfig(dg.Config):
@@ -47,6 +59,8 @@ def _backup_metadata(result: BackupResult) -> dict[str, object]:
     manifest = result.manifest
     rows = result.table_rows or {}
     metadata: dict[str, object] = {
+        "mode": manifest.mode,
+        "ducklake_format": manifest.ducklake_version,
         "snapshot_id": manifest.snapshot_id,
         "snapshot_time": dg.MetadataValue.timestamp(manifest.snapshot_time),
         "snapshots_since_previous_backup": dg.MetadataValue.int(result.snapshots_since_previous)
@@ -61,6 +75,16 @@ def _backup_metadata(result: BackupResult) -> dict[str, object]:
         "catalog": manifest.catalog,
         "manifest": dg.MetadataValue.json(manifest.to_dict()),
     }
+    if result.files is not None:
+        metadata |= {
+            "files_copied": dg.MetadataValue.int(len(result.files.copied)),
+            "bytes_copied": dg.MetadataValue.int(result.files.bytes_copied),
+            "files_reused": dg.MetadataValue.int(len(result.files.reused)),
+            "bytes_reused": dg.MetadataValue.int(result.files.bytes_reused),
+            "files_removed_by_retention": dg.MetadataValue.int(result.removed_files),
+        }
+    if result.store_bytes is not None:
+        metadata["backup_store_bytes"] = dg.MetadataValue.int(result.store_bytes)
     if result.removed:
         metadata["removed_by_retention"] = dg.MetadataValue.md("\n".join(f"- {info.uri}" for info in result.removed))
     return metadata
@@ -82,7 +106,14 @@ def _restore_metadata(result: RestoreResult) -> dict[str, object]:
         "dropped_snapshots": dg.MetadataValue.md(
             markdown_table(["snapshot", "time", "author", "message"], dropped) if dropped else "none"
         ),
+        "mode": result.mode,
     }
+    if result.data_path is not None:
+        metadata |= {
+            "data_path": dg.MetadataValue.path(result.data_path),
+            "files_to_copy": dg.MetadataValue.int(result.files_to_copy),
+            "bytes_to_copy": dg.MetadataValue.int(result.bytes_to_copy),
+        }
     if result.safety_backup is not None:
         metadata["safety_backup_uri"] = dg.MetadataValue.path(result.safety_backup.backup.uri)
     return metadata
@@ -94,6 +125,7 @@ def build_backup_definitions(
     *,
     lake_resource_key: str = "ducklake",
     s3_resource_key: str | None = None,
+    mode: BackupMode = "full",
     keep_last: int | None = None,
     keep_within: timedelta | None = None,
     storage_version: str | None = None,
@@ -112,6 +144,8 @@ def build_backup_definitions(
     backup under ``backup_uri`` (a folder or ``s3://bucket/prefix``, reached through the ``S3Resource``
     ``s3_resource_key``, else the lake's own S3 settings), keeping ``keep_last`` backups and/or those younger
     than ``keep_within``; ``storage_version`` is the DuckDB storage version of the file (default DuckDB's).
+    ``mode`` is ``"full"`` (the catalog and a copy of every data file it references, incrementally) or
+    ``"metadata"`` (the catalog only).
 
     Checks: ``backup_is_fresh`` passes when the backup holds the catalog's latest snapshot, or lags by at
     most ``max_snapshot_lag`` snapshots none of which waited longer than ``max_age``;
@@ -120,6 +154,7 @@ def build_backup_definitions(
     schedule ``<name>_static_backup_schedule`` when ``backup_cron`` is set (status
     ``schedule_default_status``, RUNNING: a schedule you configure is one you want to run), and a freshness policy.
     """
+    check_mode(mode)
     check_retention(keep_last, keep_within)
     if not isinstance(max_snapshot_lag, int) or max_snapshot_lag < 0:
         raise ConfigurationError(f"max_snapshot_lag must be 0 or more snapshots (got {max_snapshot_lag!r})")
@@ -141,22 +176,37 @@ def build_backup_definitions(
         freshness_policy=freshness,
         group_name=group_name,
         kinds={"duckdb"},
-        description=f"Static backup of the DuckLake catalog under {backup_uri}: one DuckDB file that opens "
-        "with ATTACH 'ducklake:<file>' (READ_ONLY).",
+        description=(
+            f"Static backup ({mode}) of the DuckLake under {backup_uri}: "
+            + (
+                "the catalog and a copy of every data file it references. "
+                if mode == "full"
+                else "the catalog only; it reads the lake's own data files. "
+            )
+            + "Open the newest with `ATTACH 'ducklake:latest.ducklake' AS backup (READ_ONLY)` in that folder."
+        ),
     )
     def static_backup(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         settings, store = lake_and_store(context.resources, lake_resource_key, s3_resource_key)
         result = create_backup(
             settings,
             backup_uri,
+            mode=mode,
             store=store,
             keep_last=keep_last,
             keep_within=keep_within,
             storage_version=storage_version,
             count_rows=True,
         )
+        copied = (
+            f"; copied {len(result.files.copied)} data file(s) ({result.files.bytes_copied} bytes), reused "
+            f"{len(result.files.reused)} already in the store"
+            if result.files is not None
+            else ""
+        )
         context.log.info(
             f"Backed up snapshot {result.manifest.snapshot_id} of {result.manifest.catalog} to {result.backup.uri}"
+            + copied
         )
         return dg.MaterializeResult(
             metadata=_backup_metadata(result), data_version=dg.DataVersion(str(result.manifest.snapshot_id))
@@ -169,7 +219,9 @@ def build_backup_definitions(
         if latest is None:
             return dg.AssetCheckResult(passed=False, description=f"No backup under {backup_uri} yet.")
         lag = backup_lag(settings, latest.snapshot_id)
-        waited = datetime.now(UTC) - lag.oldest_missing_time if lag.oldest_missing_time else timedelta(0)
+        now = datetime.now(UTC)
+        waited = now - lag.oldest_missing_time if lag.oldest_missing_time else timedelta(0)
+        age = now - latest.created_at
         passed = lag.snapshots_behind == 0 or (
             lag.snapshots_behind <= max_snapshot_lag and (max_age is None or waited <= max_age)
         )
@@ -178,7 +230,7 @@ def build_backup_definitions(
             passed=passed,
             description=(
                 f"Backup holds snapshot {lag.backup_snapshot_id}, the catalog is at {lag.catalog_snapshot_id}: "
-                f"{lag.snapshots_behind} snapshot(s) behind"
+                f"{lag.snapshots_behind} snapshot(s) behind; the backup is {_human(age)} old"
                 + (f", oldest un-backed-up change committed {waited} ago" if lag.oldest_missing_time else "")
                 + f" ({allowed})."
             ),
@@ -187,6 +239,7 @@ def build_backup_definitions(
                 "catalog_snapshot_id": lag.catalog_snapshot_id,
                 "snapshots_behind": lag.snapshots_behind,
                 "seconds_waiting_for_backup": dg.MetadataValue.float(round(waited.total_seconds(), 3)),
+                "backup_age_seconds": dg.MetadataValue.float(round(age.total_seconds(), 3)),
                 "backup_created_at": dg.MetadataValue.timestamp(latest.created_at),
                 "backup_uri": dg.MetadataValue.path(latest.uri),
             },
@@ -231,23 +284,32 @@ def build_backup_definitions(
             report = check_backup_files(backup_uri, store, ObjectStore(settings.s3))
         except DuckLakeAssetsError as error:
             return dg.AssetCheckResult(passed=False, description=f"Could not check the backup's files: {error}")
-        listed = report.missing[:_LISTED_FILES]
-        more = len(report.missing) - len(listed)
+        problems = [(path, "missing") for path in report.missing] + [(path, "size differs") for path in report.damaged]
+        listed = problems[:_LISTED_FILES]
+        more = len(problems) - len(listed)
+        where = "the backup store" if report.location == "backup store" else "the lake's storage"
         return dg.AssetCheckResult(
-            passed=not report.missing,
+            passed=report.ok,
             description=(
-                f"All {report.referenced} data and delete files of the backup at snapshot {report.snapshot_id} exist."
-                if not report.missing
-                else f"{len(report.missing)} of {report.referenced} files the backup references are missing "
-                "from storage (deleted by cleanup?); restoring this backup would fail to read them."
+                f"All {report.referenced} data and delete files of the backup at snapshot {report.snapshot_id} are in "
+                f"{where}."
+                if report.ok
+                else f"{len(problems)} of {report.referenced} files the backup references are missing from or "
+                f"damaged in {where}"
+                + (" (deleted by cleanup?)" if report.location != "backup store" else "")
+                + "; restoring this backup would fail to read them."
             ),
             metadata={
                 "snapshot_id": report.snapshot_id,
                 "backup_uri": dg.MetadataValue.path(report.backup_uri),
+                "mode": report.mode,
+                "checked_in": report.location,
                 "referenced_files": report.referenced,
                 "missing_files_count": len(report.missing),
+                "damaged_files_count": len(report.damaged),
                 "missing_files": dg.MetadataValue.md(
-                    "\n".join(f"- `{path}`" for path in listed) + (f"\n- ... and {more} more" if more else "")
+                    "\n".join(f"- `{path}` ({why})" for path, why in listed)
+                    + (f"\n- ... and {more} more" if more else "")
                     if listed
                     else "none"
                 ),

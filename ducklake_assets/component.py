@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal, get_args
 import dagster as dg
 from pydantic import ConfigDict, Field
 
+from .core.backup import BackupMode
 from .core.catalog import DuckDBCatalog, PostgresCatalog, SQLiteCatalog, parse_catalog
 from .core.errors import ConfigurationError
 from .core.lake import is_remote
@@ -220,6 +221,14 @@ class BackupAttributes(dg.Model, dg.Resolvable):
     """Static backups of the catalog: the asset ``<name>/static_backup`` and its checks."""
 
     uri: Annotated[str, _plain("Folder or s3://bucket/prefix/ that holds the backups.")]
+    mode: Annotated[
+        BackupMode,
+        _choice(
+            BackupMode,
+            "'full': the catalog and a copy of every data file it references (survives losing the catalog and "
+            "the data); 'metadata': the catalog only (for data buckets you replicate yourself).",
+        ),
+    ] = "full"
     keep: Annotated[int | None, _count("Keep the newest N backups; null keeps all unless keep_within is set.", 1)] = (
         Field(default=30, ge=1)
     )
@@ -426,6 +435,7 @@ class DuckLakePipelineComponent(dg.Component, dg.Model, dg.Resolvable):
             publish_automation=publish.automation if publish else None,
             automation_default_status=_sensor_status(schedules.automation_sensor_status),
             backup_cron=backup.cron if backup else None,
+            backup_mode=backup.mode if backup else "full",
             keep_backups=backup.keep if backup else None,
             keep_backups_within=backup.keep_within if backup else None,
             backup_max_snapshot_lag=backup.max_snapshot_lag if backup else 0,

@@ -7,6 +7,7 @@ from datetime import timedelta
 import dagster as dg
 
 from .backup_assets import build_backup_definitions
+from .core.backup import BackupMode
 from .core.errors import ConfigurationError
 from .core.lake import is_remote
 from .core.registration import BadFiles, SchemaDrift, check_policies
@@ -72,6 +73,7 @@ def build_ducklake_pipeline(
     publish_automation: str | None = EAGER,
     automation_default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
     backup_cron: str | None = None,
+    backup_mode: BackupMode = "full",
     keep_backups: int | None = 30,
     keep_backups_within: timedelta | None = None,
     backup_max_snapshot_lag: int = 0,
@@ -94,6 +96,11 @@ def build_ducklake_pipeline(
     ``schema_drift`` is ``fail``, ``ignore_extra_columns`` or ``evolve``; ``bad_files`` is ``fail`` or
     ``skip``. The sensor ``f"{name}_new_files"`` watches the source (``sensor_order``: ``modified`` or
     ``key``). ``s3`` is needed when any location is on S3.
+
+    Backups: ``backup_mode`` is ``"full"`` (default: the catalog and a copy of every data and delete file
+    it references, so the backup survives losing the catalog database and every data file) or
+    ``"metadata"`` (the catalog only, for users who replicate the data bucket themselves);
+    ``keep_backups`` / ``keep_backups_within`` prune older backups and the files only they needed.
 
     Automation: ``backup_automation`` and ``publish_automation`` are ``"eager"`` (after every upstream
     materialization, the default), a cron string (at most once per tick, when upstream changed) or ``None``;
@@ -175,6 +182,7 @@ def build_ducklake_pipeline(
             backup_uri,
             lake_resource_key=lake_key,
             s3_resource_key=s3_key,
+            mode=backup_mode,
             keep_last=keep_backups,
             keep_within=keep_backups_within,
             max_snapshot_lag=backup_max_snapshot_lag,

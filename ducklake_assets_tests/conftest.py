@@ -10,8 +10,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import pytest
 
+from ducklake_assets.core.lake import OFFLINE_CONFIG
 from ducklake_assets.core.s3 import S3Settings
 from ducklake_assets.resources import DuckLakeResource, PostgresCatalogConfig, S3Resource
 from ducklake_assets_tests.services import (
@@ -27,6 +29,21 @@ from ducklake_assets_tests.services import (
     postgres_database,
     throwaway_postgres,
 )
+
+_duckdb_connect = duckdb.connect
+
+
+def _offline_connect(database: str = ":memory:", read_only: bool = False, config: dict | None = None, **kwargs):
+    """``duckdb.connect`` with extension auto-install and auto-load forced off (``OFFLINE_CONFIG``)."""
+    return _duckdb_connect(database, read_only=read_only, config={**(config or {}), **OFFLINE_CONFIG}, **kwargs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No test may pass by letting DuckDB download an extension: a networked laptop would hide what fails
+    offline (and here). Every DuckDB connection in the test process, the library's, dagster-duckdb's and
+    the tests' own, has ``autoinstall_known_extensions`` and ``autoload_known_extensions`` off; the
+    library sets the same on its own connections in every process (``new_connection``)."""
+    duckdb.connect = _offline_connect
 
 
 @contextlib.contextmanager

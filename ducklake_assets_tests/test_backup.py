@@ -49,6 +49,11 @@ def folder_listing(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.iterdir())
 
 
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file below ``folder`` with its bytes: what a backup store holds."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
 def wait_for_commits_after(settings: LakeSettings, snapshot_id: int) -> None:
     """Wait until another process has committed past ``snapshot_id``."""
     deadline = time.monotonic() + 60
@@ -84,22 +89,37 @@ def test_a_local_backup_opens_with_a_plain_read_only_attach(
     name = result.backup.uri.rsplit("/", 1)[-1]
     assert name.startswith("backup-") and name.endswith(f"-snapshot-{latest_snapshot(settings)}.ducklake")
     assert folder_listing(backups) == sorted(
-        [name, name.replace(".ducklake", ".json"), "latest.ducklake", "latest.json"]
+        [
+            name,
+            name.replace(".ducklake", ".json"),
+            name.replace(".ducklake", ".files.json"),
+            "latest.ducklake",
+            "latest.json",
+            "data",
+        ]
     )
     live = row_counts(settings)
     assert result.table_rows == live == {"main.stations": 7, "main.trips": 90}
+    copies = sorted(path.relative_to(backups / "data") for path in (backups / "data").rglob("*.parquet"))
+    originals = sorted(
+        Path(path).relative_to((tmp_path / "lake" / "data").resolve()) for path in current_files(settings)
+    )
+    assert copies == originals and len(result.files.copied) == 3 and not result.files.reused
     for path in (result.backup.uri, result.latest_uri):
         with plain_reader(path) as reader:
             assert reader_counts(reader) == live
+            assert reader.execute("SELECT sum(id) FROM backup.trips").fetchone()[0] == sum(range(10, 100))
             assert reader.execute("SELECT max(snapshot_id) FROM backup.snapshots()").fetchone()[0] == 4
             (data_path,) = reader.execute("SELECT data_path FROM ducklake_settings('backup')").fetchone()
-        assert data_path == str((tmp_path / "lake" / "data").resolve()) + "/"
+        assert data_path == str(backups / "data") + "/"
         assert not Path(path + ".wal").exists()
 
     manifest = json.loads((backups / "latest.json").read_text())
     assert manifest["snapshot_id"] == 4
     assert manifest["catalog_kind"] == kind
     assert manifest["ducklake_version"] == "1.0"
+    assert manifest["mode"] == "full" and manifest["files"] == 3
+    assert manifest["data_path"] == str((tmp_path / "lake" / "data").resolve()) + "/"
     assert manifest["sha256"] == sha256(Path(result.backup.uri).read_bytes())
     assert manifest["sha256"] == sha256((backups / "latest.ducklake").read_bytes())
     assert manifest["size_bytes"] == result.backup.size_bytes == Path(result.backup.uri).stat().st_size
@@ -117,8 +137,8 @@ def test_a_postgres_backup_never_contains_the_password(tmp_path: Path, request: 
     result = create_backup(settings, str(tmp_path / "backups"), store=ObjectStore())
 
     assert "password=***" in result.manifest.catalog
-    for path in (tmp_path / "backups").iterdir():
-        assert password.encode() not in path.read_bytes(), path.name
+    for name, content in tree(tmp_path / "backups").items():
+        assert password.encode() not in content, name
     assert password not in repr(result)
 
 
@@ -134,16 +154,20 @@ def test_a_backup_to_s3_opens_straight_from_the_bucket(
 
     keys = sorted(o["Key"] for o in s3_bucket.client().list_objects_v2(Bucket=s3_bucket.name)["Contents"])
     versioned = result.backup.uri.removeprefix(s3_bucket.uri())
-    assert keys == sorted(
+    data_keys = [key for key in keys if key.startswith("backups/nightly/data/")]
+    assert sorted(set(keys) - set(data_keys)) == sorted(
         [
             versioned,
             versioned.replace(".ducklake", ".json"),
+            versioned.replace(".ducklake", ".files.json"),
             "backups/nightly/latest.ducklake",
             "backups/nightly/latest.json",
         ]
     )
+    assert len(data_keys) == len(current_files(settings)) == 3
     with plain_reader(s3_bucket.uri("backups/nightly/latest.ducklake"), s3_settings) as reader:
         assert reader_counts(reader) == row_counts(settings)
+        assert reader.execute("SELECT sum(id) FROM backup.trips").fetchone()[0] == sum(range(10, 100))
     assert list_backups(backup_uri, ObjectStore(s3_settings)) == [result.backup]
     assert latest_backup(backup_uri, ObjectStore(s3_settings)) == result.backup
 
@@ -231,13 +255,13 @@ def test_an_unknown_storage_version_fails_before_anything_is_exposed(tmp_path: P
     settings = LakeSettings(catalog=DuckDBCatalog(str(tmp_path / "lake.ducklake")), data_path=str(tmp_path / "data"))
     fill(settings)
     first = create_backup(settings, str(tmp_path / "backups"), store=ObjectStore())
-    before = {p.name: p.read_bytes() for p in (tmp_path / "backups").iterdir()}
+    before = tree(tmp_path / "backups")
 
     with pytest.raises(BackupError, match="v9.9.9") as failure:
         create_backup(settings, str(tmp_path / "backups"), store=ObjectStore(), storage_version="v9.9.9")
 
     assert "nothing was exposed" in str(failure.value)
-    assert {p.name: p.read_bytes() for p in (tmp_path / "backups").iterdir()} == before
+    assert tree(tmp_path / "backups") == before
     assert list_backups(str(tmp_path / "backups"), ObjectStore()) == [first.backup]
 
 
@@ -258,9 +282,9 @@ def test_a_disk_full_while_exposing_keeps_the_previous_backup(tmp_path: Path) ->
     with plain_reader(str(backups / "latest.ducklake")) as reader:
         assert reader.execute("SELECT max(snapshot_id) FROM backup.snapshots()").fetchone()[0] == 4
 
-    # This time the versioned manifest and backup file fit; updating latest fails.
+    # This time the file index, the versioned manifest and the backup file fit; updating latest fails.
     with pytest.raises(BackupError, match="No space left on device"):
-        create_backup(settings, str(backups), store=FullDisk(writes_allowed=2))
+        create_backup(settings, str(backups), store=FullDisk(writes_allowed=3))
     newest = list_backups(str(backups), ObjectStore())[0]
     assert newest.snapshot_id == 5, "the versioned copy was stored before the disk filled up"
     assert latest_backup(str(backups), ObjectStore()) == first.backup
@@ -379,7 +403,7 @@ def test_referenced_files_are_the_absolute_paths_duckdb_reads(tmp_path: Path) ->
     settings = lake_settings("duckdb", tmp_path, name="lake")
     fill(settings)
     run(settings, "DROP TABLE stations", message="stations moved elsewhere")
-    create_backup(settings, str(tmp_path / "backups"), store=ObjectStore())
+    create_backup(settings, str(tmp_path / "backups"), mode="metadata", store=ObjectStore())
 
     live = backup_referenced_files(str(tmp_path / "backups"), ObjectStore(), include_history=False)
     everything = backup_referenced_files(str(tmp_path / "backups"), ObjectStore())

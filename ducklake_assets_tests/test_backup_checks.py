@@ -124,7 +124,7 @@ def test_backup_is_fresh_fails_once_the_catalog_moves_on_unless_within_the_allow
     assert not too_old.passed and too_old.metadata["seconds_waiting_for_backup"].value > 0
 
 
-def test_backup_files_exist_names_a_data_file_that_cleanup_deleted(tmp_path: Path) -> None:
+def test_backup_files_exist_names_a_copy_gone_from_the_backup_store(tmp_path: Path) -> None:
     settings = lake_settings("duckdb", tmp_path / "lake")
     fill(settings)
     defs = build_backup_definitions("lake", str(tmp_path / "backups"))
@@ -141,7 +141,9 @@ def test_backup_files_exist_names_a_data_file_that_cleanup_deleted(tmp_path: Pat
     assert not files.passed
     assert files.metadata["missing_files_count"].value == 1
     assert deleted in files.metadata["missing_files"].value
-    assert "1 of 3 files the backup references are missing" in files.description
+    assert deleted.startswith(str(tmp_path / "backups" / "data"))
+    assert files.metadata["checked_in"].value == "backup store"
+    assert "1 of 3 files the backup references are missing from or damaged in the backup store" in files.description
     # Row counts come from the catalog's metadata, so only backup_files_exist notices the lost file.
     assert evaluations["backup_is_restorable"].passed
 
@@ -188,7 +190,7 @@ def test_a_backup_to_s3_through_the_s3_resource_passes_its_checks(
     assert s3_settings.aws_secret_access_key not in text
 
 
-def test_backup_files_exist_finds_objects_missing_from_an_s3_data_path(
+def test_a_metadata_backup_notices_objects_missing_from_an_s3_data_path(
     tmp_path: Path, s3_bucket: S3Bucket, s3_settings: S3Settings, s3_resource: S3Resource
 ) -> None:
     settings = LakeSettings(
@@ -199,7 +201,7 @@ def test_backup_files_exist_finds_objects_missing_from_an_s3_data_path(
     )
     fill(settings)
     lake = DuckLakeResource(catalog=str(tmp_path / "lake.ducklake"), data_path=s3_bucket.uri("lake/"), s3=s3_resource)
-    defs = build_backup_definitions("lake", str(tmp_path / "backups"))
+    defs = build_backup_definitions("lake", str(tmp_path / "backups"), mode="metadata")
     first = materialize(defs, {"ducklake": lake})
     assert first.success and all(evaluation.passed for evaluation in checks(first).values())
     lost = next(
@@ -212,7 +214,8 @@ def test_backup_files_exist_finds_objects_missing_from_an_s3_data_path(
     files = checks(materialize(defs, {"ducklake": lake}, checks_only=True))["backup_files_exist"]
 
     assert not files.passed
-    assert files.metadata["missing_files"].value == f"- `{lost}`"
+    assert files.metadata["missing_files"].value == f"- `{lost}` (missing)"
+    assert files.metadata["checked_in"].value == "data path"
 
 
 def test_the_restore_job_is_a_dry_run_until_told_otherwise(tmp_path: Path, request: pytest.FixtureRequest) -> None:

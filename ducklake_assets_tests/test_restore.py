@@ -196,7 +196,7 @@ def test_a_failed_restore_into_a_new_catalog_leaves_nothing_behind(tmp_path: Pat
         connection.execute("UPDATE ducklake_metadata SET value = '0.3' WHERE key = 'version'")
     target = LakeSettings(catalog=DuckDBCatalog(str(tmp_path / "restored.ducklake")))
 
-    with pytest.raises(RestoreError, match="Backup is DuckLake format 0.3"):
+    with pytest.raises(RestoreError, match="older DuckLake format that duckdb .* cannot migrate"):
         restore_backup(str(foreign), target, store=ObjectStore())
 
     assert not Path(target.catalog.path).exists()

@@ -1,59 +1,94 @@
-"""Static backups of a DuckLake catalog: one DuckDB file that anyone can open read-only.
+"""Static backups of a DuckLake: the catalog as one DuckDB file that anyone can open read-only and, in
+the default ``full`` mode, a copy of every data and delete file it references.
 
 A backup copies every DuckLake table of the catalog database (DuckDB file, SQLite or PostgreSQL) into
 schema ``main`` of a new DuckDB file, table by table inside one read transaction, so it holds exactly one
 snapshot even while other writers commit. PostgreSQL catalogs are read the same way because DuckDB's
 ``COPY FROM DATABASE`` cannot copy their primary-key indexes and would put the tables in ``public``.
-The data path inside the backup is absolute (or a URL), so
+
+Two modes:
+
+* ``full`` (default): every data and delete file any snapshot in the backup references, including
+  source files registered by reference outside the data path, is copied into the backup store
+  (``<backup_uri>/data/`` mirrors the data path, ``<backup_uri>/external/`` holds the rest), and the
+  backup's catalog points at those copies. The backup survives the loss of the catalog database and
+  of every data and source file. Files are shared by all backups in the store: a file an earlier backup
+  copied is never copied again, and retention deletes a file only when no retained backup needs it.
+* ``metadata``: the catalog only; the backup references the lake's own data files. For users who
+  replicate the data bucket themselves.
+
+Either way the backup opens with
 
 .. code-block:: sql
 
     ATTACH 'ducklake:backup-20261121T050000000000Z-snapshot-42.ducklake' (READ_ONLY);
 
-works anywhere the data files are reachable. Each backup is written to a local temporary file,
-checkpointed, opened read-only as a DuckLake and checked to hold the expected snapshot, and only then
-exposed under ``backup_uri``: a versioned ``backup-<UTC time>-snapshot-<id>.ducklake`` with its JSON
-manifest ``.json`` beside it, then ``latest.ducklake`` and ``latest.json``. Every upload is atomic, so a
-failure at any step leaves the previous backups readable.
+Each backup is staged in a private folder: its files are copied and verified (size and checksum), the
+catalog file is checkpointed, opened read-only as a DuckLake and checked to hold the expected snapshot
+and to reference nothing outside the backup store; only then is it exposed under ``backup_uri``: the
+file index ``.files.json``, the manifest ``.json``, the versioned ``backup-<UTC time>-snapshot-<id>.ducklake``,
+the stable copy ``latest.ducklake`` and last the pointer ``latest.json``. Every upload is atomic, so a
+failure or a kill at any step leaves every earlier backup readable; the next run removes what a killed
+run left behind.
 """
 
 import dataclasses
 import hashlib
 import json
 import re
-import tempfile
+import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import duckdb
 
 from .catalog import Catalog, DuckDBCatalog, PostgresCatalog, SQLiteCatalog
 from .errors import BackupError, CatalogConnectionError, ConfigurationError, DuckLakeAssetsError, StorageError, redact
 from .extensions import load_extensions
+from .files import catalog_files_sql
 from .lake import (
     LakeSettings,
     absolute_local_path,
     attach_lake,
     connect_lake,
+    format_mismatch,
     is_remote,
     new_connection,
     prepare_connection,
 )
 from .retry import retry_on_conflict
 from .s3 import S3Settings
+from .scratch import scratch_folder
 from .sql import qualified_name, quote_identifier, quote_literal
 from .storage import ObjectStore, StoredObject, join_uri
+from .sync import Checkpoint, SyncedFile, SyncReport, Transfer, list_many, sync_files
 
 MANIFEST_TABLE = "ducklake_assets_backup_manifest"
 """Table inside every backup file holding its manifest as ``(key, value)`` rows."""
 
 MANIFEST_FORMAT = "ducklake-assets-backup/1"
+FILES_FORMAT = "ducklake-assets-backup-files/1"
 LATEST_STEM = "latest"
 BACKUP_SUFFIX = ".ducklake"
 MANIFEST_SUFFIX = ".json"
+FILES_SUFFIX = ".files.json"
+DATA_FOLDER = "data"
+"""Folder of a backup store mirroring the lake's data path (full backups)."""
+EXTERNAL_FOLDER = "external"
+"""Folder of a backup store holding files registered from outside the data path (full backups)."""
+PINS_FOLDER = "pins"
+"""Folder of a backup store holding one small file per pinned backup."""
+
+BackupMode = Literal["full", "metadata"]
+BACKUP_MODES: tuple[str, ...] = ("full", "metadata")
+ORPHAN_GRACE = timedelta(hours=24)
+"""Files in the store that no backup lists are removed by retention only once they are this old (an
+unfinished backup that is still copying has not listed its files yet)."""
+_PIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 _BACKUP_NAME = re.compile(r"^backup-(\d{8}T\d{12})Z-snapshot-(\d+)\.ducklake$")
 _NAME_TIME_FORMAT = "%Y%m%dT%H%M%S%f"
@@ -65,8 +100,11 @@ _TARGET = "ducklake_assets_backup"
 class BackupManifest:
     """What a backup holds and where it came from; never contains a password.
 
-    ``sha256`` and ``size_bytes`` describe the backup file, so they are only in the JSON sidecar (the copy
-    inside the file cannot contain its own checksum).
+    ``data_path`` is the lake's own data path; ``mode`` says whether the data files were copied
+    (``full``: under ``store_uri``, which the backup's catalog references) or not (``metadata``).
+    ``ducklake_version`` is the DuckLake format of the catalog the backup holds. ``sha256`` and
+    ``size_bytes`` describe the backup file, so they are only in the JSON sidecar (the copy inside the
+    file cannot contain its own checksum).
     """
 
     snapshot_id: int
@@ -82,6 +120,17 @@ class BackupManifest:
     sha256: str | None = None
     size_bytes: int | None = None
     format: str = MANIFEST_FORMAT
+    mode: str = "metadata"
+    store_uri: str | None = None
+    files: int | None = None
+    files_bytes: int | None = None
+
+    @property
+    def backup_data_path(self) -> str:
+        """The data path recorded inside the backup: the store's data folder for a full backup."""
+        if self.mode == "full" and self.store_uri:
+            return store_data_path(self.store_uri)
+        return self.data_path
 
     def to_dict(self) -> dict[str, object]:
         values = dataclasses.asdict(self)
@@ -98,7 +147,7 @@ class BackupManifest:
         known = {key: value for key, value in values.items() if key in fields}
         for key in ("snapshot_time", "created_at"):
             known[key] = datetime.fromisoformat(str(known[key]))
-        for key in ("snapshot_id", "size_bytes"):
+        for key in ("snapshot_id", "size_bytes", "files", "files_bytes"):
             if known.get(key) is not None:
                 known[key] = int(known[key])
         return cls(**known)
@@ -125,7 +174,10 @@ class BackupResult:
 
     ``snapshots_since_previous`` is how many snapshots the catalog was ahead of the previous backup when
     this one was taken (``None`` for the first backup). ``table_rows`` maps ``schema.table`` to its row
-    count in the backup when ``count_rows`` was asked for.
+    count in the backup when ``count_rows`` was asked for. ``files`` says which data files a full backup
+    copied and which the store already held (``None`` for a metadata backup); ``store_bytes`` is the
+    size of everything under ``backup_uri`` afterwards; ``removed_files`` counts the data files retention
+    deleted because no retained backup needs them any more.
     """
 
     backup: BackupInfo
@@ -136,11 +188,32 @@ class BackupResult:
     removed: list[BackupInfo]
     table_rows: dict[str, int] | None
     duration_seconds: float
+    files: SyncReport | None = None
+    store_bytes: int | None = None
+    removed_files: int = 0
 
 
 def manifest_uri_for(backup_file_uri: str) -> str:
     """``.../backup-x.ducklake`` -> ``.../backup-x.json``."""
     return backup_file_uri.removesuffix(BACKUP_SUFFIX) + MANIFEST_SUFFIX
+
+
+def files_index_uri_for(backup_file_uri: str) -> str:
+    """``.../backup-x.ducklake`` -> ``.../backup-x.files.json``: the data files a full backup references."""
+    return backup_file_uri.removesuffix(BACKUP_SUFFIX) + FILES_SUFFIX
+
+
+def store_data_path(backup_uri: str) -> str:
+    """The folder of a backup store that mirrors the lake's data path, ending in ``/``."""
+    return join_uri(backup_uri, DATA_FOLDER) + "/"
+
+
+def check_mode(mode: str) -> None:
+    """Refuse a backup mode other than ``full`` and ``metadata``."""
+    if mode not in BACKUP_MODES:
+        raise ConfigurationError(
+            f"backup mode must be 'full' (catalog and data files) or 'metadata' (catalog only), got {mode!r}"
+        )
 
 
 def latest_uri(backup_uri: str) -> str:
@@ -244,20 +317,22 @@ def _backup_name(created_at: datetime, snapshot_id: int) -> str:
     return f"backup-{created_at.strftime(_NAME_TIME_FORMAT)}Z-snapshot-{snapshot_id}{BACKUP_SUFFIX}"
 
 
-def _write_backup_file(
+def _stage_catalog(
     settings: LakeSettings,
     target: Path,
     storage_version: str | None,
     previous_snapshot: int | None,
-    count_rows: bool,
-) -> tuple[BackupManifest, int | None, dict[str, int] | None]:
-    """Copy the catalog into ``target`` in one read transaction, then open it read-only as a DuckLake and
-    check it holds that snapshot. Returns the manifest (no checksum yet), the number of snapshots since
-    ``previous_snapshot`` and, with ``count_rows``, every table's row count.
+    mode: str,
+    backup_uri: str,
+) -> tuple[BackupManifest, int | None, list[Transfer]]:
+    """Copy the catalog into ``target`` in one read transaction and checkpoint it.
+
+    For a full backup the copy is pointed at the backup store and the files to copy there are returned.
+    Returns the manifest (no checksum yet), the number of snapshots since ``previous_snapshot`` and the
+    transfers.
     """
     if not catalog_file_exists(settings.catalog):
         raise BackupError(f"Catalog file of {settings.describe()} does not exist: nothing to back up")
-    reader = open_backup_settings(target, settings.s3 if count_rows else None)
     connection = new_connection(memory_limit=settings.memory_limit, threads=settings.threads)
     try:
         load_extensions(connection, catalog_extensions(settings.catalog))
@@ -265,16 +340,17 @@ def _write_backup_file(
         storage = f" (STORAGE_VERSION {quote_literal(storage_version)})" if storage_version else ""
         connection.execute(f"ATTACH {quote_literal(str(target))} AS {quote_identifier(_TARGET)}{storage}")
         manifest, since_previous = _copy_catalog(connection, settings, storage_version, previous_snapshot)
+        transfers: list[Transfer] = []
+        if mode == "full":
+            transfers = _point_at_store(connection, manifest.data_path, backup_uri)
+            manifest = dataclasses.replace(
+                manifest,
+                mode="full",
+                store_uri=backup_uri,
+                files=len(transfers),
+                files_bytes=sum(t.size or 0 for t in transfers),
+            )
         _finish_backup_file(connection, manifest)
-        if target.with_name(target.name + ".wal").exists():
-            raise BackupError(f"Backup file {target} still has a write-ahead log after CHECKPOINT; not exposing it")
-        prepare_connection(connection, reader)
-        attach_lake(connection, reader, use=False)
-        (snapshot_id,) = connection.execute(
-            "SELECT max(snapshot_id) FROM ducklake_snapshots(?)", [reader.alias]
-        ).fetchone()
-        (data_path,) = connection.execute("SELECT data_path FROM ducklake_settings(?)", [reader.alias]).fetchone()
-        table_rows = backup_table_row_counts(connection, reader.alias) if count_rows else None
     except (duckdb.Error, CatalogConnectionError) as error:
         raise BackupError(
             f"Could not back up DuckLake catalog {settings.describe()}; nothing was exposed: "
@@ -282,12 +358,54 @@ def _write_backup_file(
         ) from None
     finally:
         connection.close()
-    if snapshot_id != manifest.snapshot_id or data_path.rstrip("/") != manifest.data_path.rstrip("/"):
-        raise BackupError(
-            f"The new backup of {settings.describe()} reads back snapshot {snapshot_id} with data path "
-            f"{data_path}, expected snapshot {manifest.snapshot_id} and {manifest.data_path}; not exposed"
+    if target.with_name(target.name + ".wal").exists():
+        raise BackupError(f"Backup file {target} still has a write-ahead log after CHECKPOINT; not exposing it")
+    return manifest, since_previous, transfers
+
+
+def store_key_sql(path: str, data_path: str) -> str:
+    """SQL for where file ``path`` (an SQL expression) lives in a backup store, relative to its root.
+
+    Files under the lake's data path keep their place below ``data/``; any other file goes to
+    ``external/<16 hex digits of its path's MD5>/<its name>``, so two sources with one name never meet.
+    ``data_path`` is an SQL expression too.
+    """
+    return (
+        f"CASE WHEN starts_with({path}, {data_path}) "
+        f"THEN '{DATA_FOLDER}/' || substr({path}, length({data_path}) + 1) "
+        f"ELSE '{EXTERNAL_FOLDER}/' || substr(md5({path}), 1, 16) || '/' || regexp_extract({path}, '[^/]*$') END"
+    )
+
+
+def _point_at_store(connection: duckdb.DuckDBPyConnection, data_path: str, backup_uri: str) -> list[Transfer]:
+    """Make the catalog copy reference the backup store; return the files to copy there.
+
+    Files that resolve through the data path keep their relative paths (the copy's data path becomes
+    the store's ``data/`` folder); every other file is pointed at its absolute place in the store. The
+    copy's data path is first made the lake's absolute one, so every file resolves to where it is now.
+    """
+    connection.execute(
+        f"UPDATE {qualified_name(_TARGET, 'main', 'ducklake_metadata')} SET value = ? "
+        "WHERE key = 'data_path' AND scope IS NULL",
+        [data_path],
+    )
+    connection.execute(
+        f"CREATE TEMPORARY TABLE backup_files AS SELECT *, {store_key_sql('path', '$data_path')} AS key "
+        f"FROM ({catalog_files_sql(_TARGET)})",
+        {"data_path": data_path},
+    )
+    root = backup_uri.rstrip("/") + "/"
+    for table, key, kind in (
+        ("ducklake_data_file", "data_file_id", "data"),
+        ("ducklake_delete_file", "delete_file_id", "delete"),
+    ):
+        connection.execute(
+            f"UPDATE {qualified_name(_TARGET, 'main', table)} AS f SET path = $root || m.key, path_is_relative = false "
+            f"FROM backup_files AS m WHERE m.kind = $kind AND m.file_id = f.{quote_identifier(key)} AND NOT m.relative",
+            {"root": root, "kind": kind},
         )
-    return manifest, since_previous, table_rows
+    rows = connection.execute("SELECT DISTINCT path, key, size FROM backup_files ORDER BY key").fetchall()
+    return [Transfer(source, join_uri(backup_uri, key), size) for source, key, size in rows]
 
 
 def _copy_catalog(
@@ -343,11 +461,11 @@ def _copy_catalog(
 
 
 def _finish_backup_file(connection: duckdb.DuckDBPyConnection, manifest: BackupManifest) -> None:
-    """Point the copy at the absolute data path, store the manifest inside it, checkpoint and close it."""
+    """Point the copy at its absolute data path, store the manifest inside it, checkpoint and close it."""
     connection.execute(
         f"UPDATE {qualified_name(_TARGET, 'main', 'ducklake_metadata')} SET value = ? "
         "WHERE key = 'data_path' AND scope IS NULL",
-        [manifest.data_path],
+        [manifest.backup_data_path],
     )
     fields = {key: None if value is None else str(value) for key, value in manifest.to_dict().items()}
     connection.execute(
@@ -396,54 +514,201 @@ def check_retention(keep_last: int | None, keep_within: timedelta | None) -> Non
         raise ConfigurationError(f"keep_within must be a positive duration (got {keep_within})")
 
 
+def _verify_staged(
+    staged: Path,
+    manifest: BackupManifest,
+    s3: S3Settings | None,
+    count_rows: bool,
+    secrets: list[str],
+    held: Iterable[str] = (),
+) -> dict[str, int] | None:
+    """Open the staged backup read-only as a DuckLake, as a reader would, and check it before exposing it.
+
+    It must hold the manifest's snapshot and data path and (``full``) reference only files of the backup
+    store that are there (``held``). An older DuckLake format is checked on a migrated private copy, so
+    the backup keeps the catalog's own format. Returns every table's row count with ``count_rows``.
+    """
+    reader = open_backup_settings(staged, s3)
+    checked = staged
+    connection = new_connection()
+    try:
+        prepare_connection(connection, reader)
+        try:
+            attach_lake(connection, reader, use=False)
+        except CatalogConnectionError as error:
+            if format_mismatch(str(error)) is None:
+                raise
+            checked = staged.with_name("migrated" + BACKUP_SUFFIX)
+            shutil.copyfile(staged, checked)
+            migrate = dataclasses.replace(
+                reader,
+                catalog=DuckDBCatalog(str(checked)),
+                read_only=False,
+                attach_options={"AUTOMATIC_MIGRATION": True},
+            )
+            attach_lake(connection, migrate, use=False)
+        (snapshot_id,) = connection.execute(
+            "SELECT max(snapshot_id) FROM ducklake_snapshots(?)", [reader.alias]
+        ).fetchone()
+        (data_path,) = connection.execute("SELECT data_path FROM ducklake_settings(?)", [reader.alias]).fetchone()
+        table_rows = backup_table_row_counts(connection, reader.alias) if count_rows else None
+    except (duckdb.Error, CatalogConnectionError) as error:
+        raise BackupError(
+            f"The new backup of {manifest.catalog} does not open as a read-only DuckLake; nothing was exposed: "
+            f"{redact(str(error), secrets)}"
+        ) from None
+    finally:
+        connection.close()
+    expected_path = manifest.backup_data_path
+    if snapshot_id != manifest.snapshot_id or data_path.rstrip("/") != expected_path.rstrip("/"):
+        raise BackupError(
+            f"The new backup of {manifest.catalog} reads back snapshot {snapshot_id} with data path "
+            f"{data_path}, expected snapshot {manifest.snapshot_id} and {expected_path}; not exposed"
+        )
+    if manifest.mode == "full" and manifest.store_uri:
+        root = manifest.store_uri.rstrip("/") + "/"
+        held = set(held)
+        outside = [path for path in catalog_file_references(staged) if not path.startswith(root) or path not in held]
+        if outside:
+            raise BackupError(
+                f"The new backup of {manifest.catalog} references {len(outside)} file(s) that are not in the backup "
+                f"store {manifest.store_uri}, e.g. {outside[0]}; not exposed"
+            )
+    return table_rows
+
+
+def _files_index(manifest: BackupManifest, files: list[SyncedFile]) -> bytes:
+    root = (manifest.store_uri or "").rstrip("/") + "/"
+    entries = [[item.uri.removeprefix(root), item.size, item.etag] for item in files]
+    return json.dumps({"format": FILES_FORMAT, "snapshot_id": manifest.snapshot_id, "files": entries}).encode()
+
+
+def read_files_index(backup_file_uri: str, store: ObjectStore) -> dict[str, tuple[int, str | None]] | None:
+    """The data files a full backup references, as ``{URI: (size, ETag)}``; ``None`` for a metadata backup."""
+    uri = files_index_uri_for(backup_file_uri)
+    if not store.exists(uri):
+        return None
+    try:
+        index = json.loads(store.get_bytes(uri))
+        root = backup_file_uri.rsplit("/", 1)[0]
+        return {join_uri(root, key): (int(size), etag) for key, size, etag in index["files"]}
+    except (ValueError, KeyError, TypeError) as error:
+        raise BackupError(f"Backup file index {uri} is not valid ({error}); the backup is damaged") from None
+
+
 def create_backup(
     settings: LakeSettings,
     backup_uri: str,
     *,
+    mode: BackupMode = "full",
     store: ObjectStore | None = None,
+    data_store: ObjectStore | None = None,
     keep_last: int | None = None,
     keep_within: timedelta | None = None,
     storage_version: str | None = None,
     count_rows: bool = False,
+    checkpoint: Checkpoint | None = None,
 ) -> BackupResult:
-    """Back up the catalog of ``settings`` under ``backup_uri`` (a folder or ``s3://bucket/prefix``).
+    """Back up the lake of ``settings`` under ``backup_uri`` (a folder or ``s3://bucket/prefix``).
 
-    ``store`` reaches ``backup_uri`` (default: an ``ObjectStore`` with the lake's S3 settings).
-    ``keep_last`` / ``keep_within`` prune older backups afterwards (see :func:`apply_retention`).
-    ``storage_version`` writes an older or newer DuckDB storage format, e.g. ``'v1.0.0'``; by default
-    DuckDB's default for new files is used (``v0.10.2`` compatible in DuckDB 1.5, so any DuckDB that can
-    run DuckLake opens it). ``count_rows`` also counts the rows of every table in the backup.
+    Args:
+        settings: the lake to back up; it is only read.
+        backup_uri: the backup store. Keep one store per lake.
+        mode: ``"full"`` (default) copies every data and delete file the catalog references into the
+            store, incrementally, so the backup is restorable after the catalog and every data and source
+            file are lost; ``"metadata"`` copies the catalog only.
+        store: reaches ``backup_uri`` (default: an ``ObjectStore`` with the lake's S3 settings).
+        data_store: reaches the lake's data files (default: the lake's S3 settings).
+        keep_last: prune older backups afterwards, keeping this many (see :func:`apply_retention`).
+        keep_within: also keep backups younger than this.
+        storage_version: DuckDB storage format of the backup file, e.g. ``'v1.0.0'``; by default DuckDB's
+            default for new files (``v0.10.2`` compatible in DuckDB 1.5, so any DuckDB that runs DuckLake
+            opens it).
+        count_rows: also count the rows of every table in the backup.
+        checkpoint: called as ``checkpoint(step, detail)`` after each step (tests kill the process there).
+
+    Raises :class:`BackupError` naming the file or location when anything cannot be read, copied,
+    verified or written; then every earlier backup is left as it was.
+
+    Examples:
+        >>> from ducklake_assets.core.backup import create_backup
+        >>> result = create_backup(settings, "backups/space")  # doctest: +SKIP
     """
     backup_uri = backup_folder(backup_uri)
+    check_mode(mode)
     check_retention(keep_last, keep_within)
     store = store or ObjectStore(settings.s3)
+    data_store = data_store or ObjectStore(settings.s3)
+    secrets = settings.secrets() + (store.s3.secrets() if store.s3 else [])
     started = time.monotonic()
+    step = checkpoint or (lambda step, detail: None)
     try:
+        listing = list_many(store, [backup_uri])
+        for uri in store.remove_abandoned(listing.values()):
+            listing.pop(uri, None)
         previous = latest_backup(backup_uri, store)
     except StorageError as error:
         raise BackupError(f"Cannot reach backup location {backup_uri}: {error}") from None
-    with tempfile.TemporaryDirectory(prefix="ducklake-backup-") as folder:
-        path = Path(folder) / ("backup" + BACKUP_SUFFIX)
-        manifest, since_previous, table_rows = _write_backup_file(
-            settings, path, storage_version, previous.snapshot_id if previous else None, count_rows
+    with scratch_folder("backup") as folder:
+        path = folder / ("backup" + BACKUP_SUFFIX)
+        manifest, since_previous, transfers = _stage_catalog(
+            settings, path, storage_version, previous.snapshot_id if previous else None, mode, backup_uri
+        )
+        files = None
+        if mode == "full":
+            externals = {t.source.rsplit("/", 1)[0] for t in transfers if not t.source.startswith(manifest.data_path)}
+            try:
+                files = sync_files(
+                    transfers,
+                    source=data_store,
+                    target=store,
+                    source_prefixes=[manifest.data_path, *externals],
+                    existing=listing,
+                    target_prefixes=[join_uri(backup_uri, DATA_FOLDER), join_uri(backup_uri, EXTERNAL_FOLDER)],
+                    checkpoint=checkpoint,
+                )
+                known = (read_files_index(previous.uri, store) or {}) if previous else {}
+                reused = [dataclasses.replace(f, etag=f.etag or known.get(f.uri, (0, None))[1]) for f in files.reused]
+                files = dataclasses.replace(files, reused=reused)
+            except StorageError as error:
+                raise BackupError(
+                    f"Backup of {settings.describe()} at snapshot {manifest.snapshot_id} could not copy its data "
+                    f"files into {backup_uri}; nothing was exposed and earlier backups are unchanged. "
+                    f"{redact(str(error), secrets)}"
+                ) from None
+        step("staged", str(path))
+        table_rows = _verify_staged(
+            path,
+            manifest,
+            store.s3 or settings.s3,
+            count_rows,
+            secrets,
+            [f.uri for f in files.files()] if files else (),
         )
         manifest = dataclasses.replace(manifest, sha256=_sha256(path), size_bytes=path.stat().st_size)
         versioned = join_uri(backup_uri, manifest.file_name)
         manifest_json = manifest.to_json().encode()
         try:
+            if files is not None:
+                store.put_bytes(_files_index(manifest, files.files()), files_index_uri_for(versioned))
+                step("exposed-index", versioned)
             store.put_bytes(manifest_json, manifest_uri_for(versioned))
+            step("exposed-manifest", versioned)
             written = store.put_file(path, versioned)
+            step("exposed-backup", versioned)
             store.put_file(path, latest_uri(backup_uri))
+            step("exposed-latest-file", versioned)
             store.put_bytes(manifest_json, manifest_uri_for(latest_uri(backup_uri)))
+            step("exposed-latest-pointer", versioned)
         except StorageError as error:
             raise BackupError(
                 f"Backup of {settings.describe()} at snapshot {manifest.snapshot_id} was written and verified "
                 f"but could not be stored under {backup_uri}; the previous backup is unchanged. Cause: "
-                f"{redact(str(error), settings.secrets())}"
+                f"{redact(str(error), secrets)}"
             ) from None
     info = BackupInfo(versioned, manifest.snapshot_id, manifest.created_at, written.size)
     try:
-        removed = apply_retention(backup_uri, store, keep_last=keep_last, keep_within=keep_within)
+        pruned = prune_backups(backup_uri, store, keep_last=keep_last, keep_within=keep_within)
     except StorageError as error:
         raise BackupError(f"Backup {versioned} was stored, but pruning older backups failed: {error}") from None
     return BackupResult(
@@ -452,10 +717,18 @@ def create_backup(
         latest_uri=latest_uri(backup_uri),
         previous=previous,
         snapshots_since_previous=since_previous,
-        removed=removed,
+        removed=pruned.backups,
         table_rows=table_rows,
         duration_seconds=time.monotonic() - started,
+        files=files,
+        store_bytes=store_size(backup_uri, store),
+        removed_files=len(pruned.files),
     )
+
+
+def store_size(backup_uri: str, store: ObjectStore) -> int:
+    """Bytes of everything under a backup store (one listing)."""
+    return sum(item.size for item in list_many(store, [backup_folder(backup_uri)]).values())
 
 
 def _info_from_object(item: StoredObject) -> BackupInfo | None:
@@ -494,15 +767,20 @@ def read_manifest(backup_file_uri: str, store: ObjectStore) -> BackupManifest:
         raise BackupError(f"Backup manifest {uri} is not a valid manifest ({error}); the backup is unusable") from None
 
 
-def read_manifest_from_file(path: str | Path) -> BackupManifest:
-    """The manifest stored inside a local backup file (table ``ducklake_assets_backup_manifest``)."""
-    connection = duckdb.connect()
+def read_manifest_from_file(path: str | Path, described: str | None = None) -> BackupManifest:
+    """The manifest stored inside a local backup file (table ``ducklake_assets_backup_manifest``).
+
+    ``described`` names the backup in errors when ``path`` is a private copy of it.
+    """
+    connection = new_connection()
     try:
         connection.execute(f"ATTACH {quote_literal(str(path))} AS backup_file (READ_ONLY)")
         rows = connection.execute(f"SELECT key, value FROM backup_file.main.{quote_identifier(MANIFEST_TABLE)}")
         return BackupManifest.from_dict(dict(rows.fetchall()))
     except (duckdb.Error, ValueError, KeyError, TypeError) as error:
-        raise BackupError(f"{path} is not a ducklake-assets backup with a manifest: {error}") from None
+        raise BackupError(
+            f"{described or path} is not a ducklake-assets backup with a manifest (damaged or truncated?): {error}"
+        ) from None
     finally:
         connection.close()
 
@@ -519,6 +797,14 @@ def latest_backup(backup_uri: str, store: ObjectStore) -> BackupInfo | None:
     )
 
 
+@dataclass(frozen=True)
+class PruneResult:
+    """What :func:`prune_backups` deleted: backups, and data files no retained backup references."""
+
+    backups: list[BackupInfo]
+    files: list[str]
+
+
 def apply_retention(
     backup_uri: str,
     store: ObjectStore,
@@ -527,29 +813,134 @@ def apply_retention(
     keep_within: timedelta | None = None,
     now: datetime | None = None,
 ) -> list[BackupInfo]:
-    """Delete versioned backups that no rule keeps; return what was deleted.
+    """Delete versioned backups that no rule keeps; return what was deleted (see :func:`prune_backups`)."""
+    return prune_backups(backup_uri, store, keep_last=keep_last, keep_within=keep_within, now=now).backups
 
-    A backup is kept when it is among the newest ``keep_last`` or younger than ``keep_within`` (when both
-    are given either rule keeps it; with neither, everything is kept). The newest backup and the one
-    ``latest`` points to are never deleted.
+
+def prune_backups(
+    backup_uri: str,
+    store: ObjectStore,
+    *,
+    keep_last: int | None = None,
+    keep_within: timedelta | None = None,
+    now: datetime | None = None,
+) -> PruneResult:
+    """Delete the backups no rule keeps, and the data files only they referenced.
+
+    A backup is kept when it is among the newest ``keep_last``, younger than ``keep_within`` (when both
+    are given either rule keeps it; with neither, everything is kept) or pinned (:func:`pin_backup`). The
+    newest backup and the one ``latest`` points to are never deleted. A data file in the store is deleted
+    only when no kept backup's file index lists it; a file no backup lists (left by a failed run) goes
+    once it is older than :data:`ORPHAN_GRACE`.
     """
     check_retention(keep_last, keep_within)
     if keep_last is None and keep_within is None:
-        return []
+        return PruneResult([], [])
+    backup_uri = backup_folder(backup_uri)
     backups = list_backups(backup_uri, store)
     latest = latest_backup(backup_uri, store)
+    pinned = {pin.backup_uri for pin in list_pins(backup_uri, store)}
     now = now or datetime.now(UTC)
-    removed = []
+    removed, kept = [], []
     for position, info in enumerate(backups):
-        protected = position == 0 or (latest is not None and info.uri == latest.uri)
+        protected = position == 0 or (latest is not None and info.uri == latest.uri) or info.uri in pinned
         kept_by_count = keep_last is not None and position < keep_last
         kept_by_age = keep_within is not None and now - info.created_at <= keep_within
-        if protected or kept_by_count or kept_by_age:
+        (kept if protected or kept_by_count or kept_by_age else removed).append(info)
+    if not removed:
+        return PruneResult([], [])
+    needed: set[str] = set()
+    for info in kept:
+        needed |= set(read_files_index(info.uri, store) or {})
+    released: set[str] = set()
+    for info in removed:
+        released |= set(read_files_index(info.uri, store) or {})
+    for info in removed:
+        store.delete_many([info.uri, info.manifest_uri, files_index_uri_for(info.uri)])
+    held = list_many(store, [join_uri(backup_uri, DATA_FOLDER), join_uri(backup_uri, EXTERNAL_FOLDER)])
+    unneeded = sorted(
+        item.uri
+        for item in held.values()
+        if item.uri not in needed and (item.uri in released or now - item.modified >= ORPHAN_GRACE)
+    )
+    store.delete_many(unneeded)
+    return PruneResult(removed, unneeded)
+
+
+@dataclass(frozen=True)
+class BackupPin:
+    """A backup kept forever under a name, like a tag: retention never deletes it or its files."""
+
+    name: str
+    backup_uri: str
+    snapshot_id: int
+    pinned_at: datetime
+
+
+def _pin_uri(backup_uri: str, name: str) -> str:
+    if not isinstance(name, str) or not _PIN_NAME.match(name):
+        raise ConfigurationError(
+            f"pin name {name!r} must start with a letter or digit and hold only letters, digits, '.', '_' and '-'"
+        )
+    return join_uri(backup_uri, PINS_FOLDER, name + MANIFEST_SUFFIX)
+
+
+def pin_backup(backup_uri: str, name: str, store: ObjectStore, backup: str = "latest") -> BackupPin:
+    """Keep ``backup`` (``"latest"``, or a versioned backup's file name or URI) forever as ``name``.
+
+    Pinning a name again moves it to the given backup.
+    """
+    backup_uri = backup_folder(backup_uri)
+    uri = _pin_uri(backup_uri, name)
+    if backup == "latest":
+        info = latest_backup(backup_uri, store)
+        if info is None:
+            raise BackupError(f"No backup under {backup_uri} to pin yet")
+        file_uri = info.uri
+    else:
+        file_uri = absolute_local_path(backup if "/" in backup else join_uri(backup_uri, backup))
+    if not _BACKUP_NAME.match(file_uri.rsplit("/", 1)[-1]) or not store.exists(file_uri):
+        raise BackupError(f"Cannot pin {file_uri}: there is no such versioned backup under {backup_uri}")
+    manifest = read_manifest(file_uri, store)
+    pin = BackupPin(name, file_uri, manifest.snapshot_id, datetime.now(UTC))
+    record = {
+        "name": name,
+        "file_name": file_uri.rsplit("/", 1)[-1],
+        "snapshot_id": pin.snapshot_id,
+        "pinned_at": pin.pinned_at.isoformat(),
+    }
+    store.put_bytes(json.dumps(record, indent=2).encode(), uri)
+    return pin
+
+
+def unpin_backup(backup_uri: str, name: str, store: ObjectStore) -> None:
+    """Remove pin ``name``; its backup is then pruned like any other."""
+    uri = _pin_uri(backup_folder(backup_uri), name)
+    if not store.exists(uri):
+        raise BackupError(f"There is no pin {name!r} under {backup_uri}")
+    store.delete(uri)
+
+
+def list_pins(backup_uri: str, store: ObjectStore) -> list[BackupPin]:
+    """The pinned backups of a store, by name."""
+    backup_uri = backup_folder(backup_uri)
+    pins = []
+    for item in list_many(store, [join_uri(backup_uri, PINS_FOLDER)]).values():
+        if not item.uri.endswith(MANIFEST_SUFFIX):
             continue
-        store.delete(info.uri)
-        store.delete(info.manifest_uri)
-        removed.append(info)
-    return removed
+        try:
+            record = json.loads(store.get_bytes(item.uri))
+            pins.append(
+                BackupPin(
+                    record["name"],
+                    join_uri(backup_uri, record["file_name"]),
+                    int(record["snapshot_id"]),
+                    datetime.fromisoformat(record["pinned_at"]),
+                )
+            )
+        except (ValueError, KeyError, TypeError) as error:
+            raise BackupError(f"Pin {item.uri} is not valid ({error}); fix or delete it") from None
+    return sorted(pins, key=lambda pin: pin.name)
 
 
 def resolve_backup_file(backup: str, store: ObjectStore) -> str:
@@ -565,54 +956,29 @@ def resolve_backup_file(backup: str, store: ObjectStore) -> str:
 def fetch_backup(backup_file_uri: str, store: ObjectStore, folder: str | Path) -> tuple[Path, BackupManifest]:
     """Download a backup file into ``folder`` and check it against its manifest's checksum.
 
-    A backup without a sidecar (copied around by hand) is accepted with the manifest stored inside it.
+    ``latest.ducklake`` is checked against the manifest of the versioned backup it is a copy of (named
+    inside it), so it is never judged by a ``latest.json`` that a killed run left one backup behind. A
+    backup without a sidecar (copied around by hand) is accepted with the manifest stored inside it.
     """
     local = Path(folder) / ("fetched" + BACKUP_SUFFIX)
     try:
         store.get_file(backup_file_uri, local)
     except StorageError as error:
         raise BackupError(f"Cannot read backup {backup_file_uri}: {error}") from None
-    if store.exists(manifest_uri_for(backup_file_uri)):
-        manifest = read_manifest(backup_file_uri, store)
-        if manifest.sha256 and manifest.sha256 != _sha256(local):
-            raise BackupError(
-                f"Backup {backup_file_uri} does not match the checksum in its manifest: it is damaged or was "
-                "replaced; pick another backup"
-            )
-        return local, manifest
-    return local, read_manifest_from_file(local)
-
-
-def _resolve_file_paths_sql(database: str) -> str:
-    """SQL listing every data and delete file of a catalog copy in ``database.main``, as absolute paths."""
-
-    def table(name: str) -> str:
-        return qualified_name(database, "main", name)
-
-    return f"""
-        WITH root AS (
-            SELECT value AS data_path FROM {table("ducklake_metadata")} WHERE key = 'data_path' AND scope IS NULL
-        ), schemas AS (
-            SELECT DISTINCT ON (schema_id) schema_id,
-                CASE WHEN coalesce(path_is_relative, true)
-                     THEN root.data_path || coalesce(path, '') ELSE path END AS prefix
-            FROM {table("ducklake_schema")}, root ORDER BY schema_id, begin_snapshot DESC
-        ), tables AS (
-            SELECT DISTINCT ON (t.table_id) t.table_id,
-                CASE WHEN coalesce(t.path_is_relative, true)
-                     THEN coalesce(s.prefix, root.data_path) || coalesce(t.path, '') ELSE t.path END AS prefix
-            FROM {table("ducklake_table")} t CROSS JOIN root LEFT JOIN schemas s USING (schema_id)
-            ORDER BY t.table_id, t.begin_snapshot DESC
-        ), files AS (
-            SELECT table_id, path, path_is_relative, end_snapshot FROM {table("ducklake_data_file")}
-            UNION ALL
-            SELECT table_id, path, path_is_relative, end_snapshot FROM {table("ducklake_delete_file")}
+    checked_against = backup_file_uri
+    if backup_file_uri.rsplit("/", 1)[-1] == LATEST_STEM + BACKUP_SUFFIX:
+        inside = read_manifest_from_file(local, backup_file_uri)
+        checked_against = join_uri(backup_file_uri.rsplit("/", 1)[0], inside.file_name)
+    if not store.exists(manifest_uri_for(checked_against)):
+        return local, read_manifest_from_file(local, backup_file_uri)
+    manifest = read_manifest(checked_against, store)
+    if manifest.sha256 and manifest.sha256 != _sha256(local):
+        which = "its manifest" if checked_against == backup_file_uri else f"the manifest of {checked_against}"
+        raise BackupError(
+            f"Backup {backup_file_uri} does not match the checksum in {which}: it is damaged or was replaced; "
+            "pick another backup"
         )
-        SELECT DISTINCT CASE WHEN f.path_is_relative THEN t.prefix || f.path ELSE f.path END
-        FROM files f JOIN tables t USING (table_id)
-        WHERE ? OR f.end_snapshot IS NULL
-        ORDER BY 1
-    """
+    return local, manifest
 
 
 def catalog_file_references(catalog_file: Path, *, include_history: bool = True) -> list[str]:
@@ -621,10 +987,11 @@ def catalog_file_references(catalog_file: Path, *, include_history: bool = True)
     Paths come back absolute, as DuckDB reads them, sorted. ``include_history`` as in
     :func:`backup_referenced_files`.
     """
-    connection = duckdb.connect()
+    connection = new_connection()
     try:
         connection.execute(f"ATTACH {quote_literal(str(catalog_file))} AS backup_file (READ_ONLY)")
-        rows = connection.execute(_resolve_file_paths_sql("backup_file"), [include_history]).fetchall()
+        listing = catalog_files_sql("backup_file", include_history=include_history)
+        rows = connection.execute(f"SELECT DISTINCT path FROM ({listing}) ORDER BY 1").fetchall()
     except duckdb.Error as error:
         raise BackupError(f"Cannot read the file list of backup {catalog_file}: {error}") from None
     finally:
@@ -641,7 +1008,7 @@ def backup_referenced_files(backup: str, store: ObjectStore, *, include_history:
     any of these while the backup is retained.
     """
     file_uri = resolve_backup_file(backup, store)
-    with tempfile.TemporaryDirectory(prefix="ducklake-backup-read-") as scratch:
+    with scratch_folder("read") as scratch:
         local, _ = fetch_backup(file_uri, store, scratch)
         return catalog_file_references(local, include_history=include_history)
 
@@ -704,9 +1071,9 @@ def check_backup_restorable(backup: str, settings: LakeSettings, store: ObjectSt
     Raises :class:`BackupError` when the backup itself cannot be fetched or opened.
     """
     file_uri = resolve_backup_file(backup, store)
-    with tempfile.TemporaryDirectory(prefix="ducklake-backup-check-") as scratch:
+    with scratch_folder("check") as scratch:
         local, manifest = fetch_backup(file_uri, store, scratch)
-        reader = open_backup_settings(local, settings.s3)
+        reader = open_backup_settings(local, store.s3 or settings.s3)
         try:
             with connect_lake(reader) as connection:
                 backup_counts = backup_table_row_counts(connection, reader.alias)
@@ -733,27 +1100,54 @@ def check_backup_restorable(backup: str, settings: LakeSettings, store: ObjectSt
 
 @dataclass(frozen=True)
 class BackupFilesReport:
+    """Which files a backup references are gone (``missing``) or differ from what was copied (``damaged``).
+
+    ``location`` says where they were looked for: ``"backup store"`` for a full backup, ``"data path"``
+    for a metadata backup (which references the lake's own files).
+    """
+
     backup_uri: str
     snapshot_id: int
     referenced: int
     missing: list[str]
+    damaged: list[str] = dataclasses.field(default_factory=list)
+    location: str = "data path"
+    mode: str = "metadata"
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.damaged
 
 
 def check_backup_files(backup: str, store: ObjectStore, data_store: ObjectStore) -> BackupFilesReport:
     """Which data and delete files a backup references are gone from storage.
 
-    Files under the backup's data path are checked with one listing; files registered from elsewhere
-    one by one. ``data_store`` reaches the data files (the lake's S3 settings).
+    A full backup's copies are checked in the backup store against the sizes it recorded, with one
+    listing of the store. A metadata backup's files are checked where the lake keeps them (``data_store``
+    reaches them): one listing of the data path, and one per folder for files registered from elsewhere.
     """
     file_uri = resolve_backup_file(backup, store)
-    with tempfile.TemporaryDirectory(prefix="ducklake-backup-files-") as scratch:
+    with scratch_folder("files") as scratch:
         local, manifest = fetch_backup(file_uri, store, scratch)
         files = catalog_file_references(local)
-    under_data_path = [path for path in files if path.startswith(manifest.data_path)]
-    elsewhere = [path for path in files if not path.startswith(manifest.data_path)]
-    present: set[str] = set()
-    if under_data_path and (is_remote(manifest.data_path) or Path(manifest.data_path).is_dir()):
-        present = {item.uri for item in data_store.list_prefix(manifest.data_path)}
-    missing = [path for path in under_data_path if path not in present]
-    missing += [path for path in elsewhere if not data_store.exists(path)]
+    if manifest.mode == "full" and manifest.store_uri:
+        root = file_uri.rsplit("/", 1)[0]
+        files = relocate(files, manifest.store_uri, root)
+        index = read_files_index(file_uri, store) or {}
+        present = list_many(store, [join_uri(root, DATA_FOLDER), join_uri(root, EXTERNAL_FOLDER)])
+        missing = [path for path in files if path not in present]
+        damaged = [path for path in files if path in present and path in index and present[path].size != index[path][0]]
+        return BackupFilesReport(
+            file_uri, manifest.snapshot_id, len(files), sorted(missing), sorted(damaged), "backup store", "full"
+        )
+    folders = {path.rsplit("/", 1)[0] for path in files if not path.startswith(manifest.data_path)}
+    present = list_many(data_store, [manifest.data_path, *folders])
+    missing = [path for path in files if path not in present]
     return BackupFilesReport(file_uri, manifest.snapshot_id, len(files), sorted(missing))
+
+
+def relocate(paths: Iterable[str], recorded_root: str, actual_root: str) -> list[str]:
+    """Paths under a store's recorded root moved under where the store is now (a copied or replicated store)."""
+    recorded = recorded_root.rstrip("/") + "/"
+    actual = actual_root.rstrip("/") + "/"
+    return [actual + path.removeprefix(recorded) if path.startswith(recorded) else path for path in paths]

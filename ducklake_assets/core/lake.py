@@ -19,6 +19,14 @@ from .sql import OptionValue, option_value, qualified_name, quote_identifier, qu
 
 _REMOTE_PREFIXES = ("s3://", "s3a://", "s3n://", "http://", "https://", "gs://", "gcs://", "r2://", "az://")
 _READ_ONLY_ERROR = re.compile(r"read-only mode|read only mode|attached in read-only", re.IGNORECASE)
+_FORMAT_MISMATCH = re.compile(r"catalog version is (\S+), but the extension requires version (\S+?)\.?(\s|$)")
+
+
+def format_mismatch(error: str) -> tuple[str, str] | None:
+    """``(catalog format, extension format)`` when ``error`` says a DuckLake catalog is in an older (or newer)
+    format than the running ``ducklake`` extension; ``None`` for any other error."""
+    match = _FORMAT_MISMATCH.search(error)
+    return (match[1], match[2]) if match else None
 
 
 def is_remote(uri: str) -> bool:
@@ -80,7 +88,9 @@ class LakeSettings:
         return self.catalog.describe()
 
     def needs_httpfs(self) -> bool:
-        return self.s3 is not None or bool(self.data_path and is_remote(self.data_path))
+        """Whether attaching needs httpfs: S3 settings, a remote data path, or a data path the catalog
+        records (it may be remote, and DuckLake refuses to attach such a lake without httpfs)."""
+        return self.s3 is not None or not self.data_path or is_remote(self.data_path)
 
     def extensions(self) -> list[str]:
         names = ["ducklake"]
@@ -93,6 +103,10 @@ class LakeSettings:
         return names
 
 
+OFFLINE_CONFIG: Mapping[str, object] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+"""DuckDB settings of every connection the library opens: no extension is ever downloaded or loaded implicitly."""
+
+
 def new_connection(
     *,
     memory_limit: str | None = None,
@@ -100,8 +114,12 @@ def new_connection(
     database: str = ":memory:",
     config: Mapping[str, object] | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """A plain DuckDB connection with the resource limits applied."""
-    config = dict(config or {})
+    """A plain DuckDB connection with the resource limits applied.
+
+    DuckDB's automatic extension download is off (:data:`OFFLINE_CONFIG`): every extension the library
+    needs is loaded from its wheel, so nothing works on a networked laptop that fails offline.
+    """
+    config = {**OFFLINE_CONFIG, **(config or {})}
     if memory_limit:
         config["memory_limit"] = memory_limit
     if threads:

@@ -23,7 +23,6 @@ catalog or its data files:
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -39,19 +38,20 @@ from .lake import (
     LakeSettings,
     absolute_local_path,
     connect_lake,
+    format_mismatch,
     is_remote,
     metadata_database,
     metadata_prefix,
     new_connection,
 )
 from .s3 import S3Settings
+from .scratch import scratch_folder
 from .sql import qualified_name, quote_identifier, quote_literal
 from .storage import ObjectStore, join_uri
 
 PUBLICATION_TABLE = "ducklake_assets_publication"
 REVISIONS_FOLDER = "revisions"
 _STRANGER_ALIAS = "frozen"
-_VERSION_MISMATCH = re.compile(r"catalog version is (\S+), but the extension requires version (\S+?)\.?(\s|$)")
 
 
 @dataclass(frozen=True)
@@ -227,8 +227,8 @@ def publish_frozen_lake(
     except StorageError as error:
         raise PublishError(f"Cannot publish the frozen lake to {publish_uri}: {error}. {unchanged}") from None
     number = existing[-1].number + 1 if existing else 1
-    with tempfile.TemporaryDirectory(prefix="ducklake-publish-") as folder:
-        copy = Path(folder) / "frozen.ducklake"
+    with scratch_folder("publish") as folder:
+        copy = folder / "frozen.ducklake"
         described, settings_data_path = _fetch_source(source, store, copy)
         data_path = data_path or settings_data_path
         resolved_data_path = _make_references_absolute(copy, described, data_path, reader_data_path)
@@ -444,7 +444,7 @@ def _fetch_source(source: str | Path | LakeSettings, store: ObjectStore, copy: P
     path = Path(source).expanduser().resolve()
     if not path.is_file():
         raise PublishError(f"Catalog file {path} does not exist: check the catalog path or the backup location.")
-    guard = duckdb.connect()
+    guard = new_connection()
     try:
         try:
             guard.execute(f"ATTACH {quote_literal(str(path))} AS source (READ_ONLY)")
@@ -474,7 +474,7 @@ def _make_references_absolute(
     A backup's manifest table is dropped: it names the internal catalog, which readers need not see.
     Returns the data path the published copy records.
     """
-    connection = duckdb.connect(str(copy))
+    connection = new_connection(database=str(copy))
     try:
         try:
             rows = connection.execute(
@@ -547,10 +547,10 @@ def _migrate_if_older(
         try:
             connection.execute(f"{attach} (READ_ONLY)")
         except duckdb.Error as error:
-            mismatch = _VERSION_MISMATCH.search(str(error))
+            mismatch = format_mismatch(str(error))
             if not mismatch:
                 raise PublishError(f"Cannot open {described} as a DuckLake: {error}") from None
-            source_version, wanted = mismatch[1], mismatch[2]
+            source_version, wanted = mismatch
             if legacy_copy is not None:
                 shutil.copyfile(copy, legacy_copy)
             try:
@@ -572,7 +572,7 @@ def _migrate_if_older(
 
 def _stamp(copy: Path, number: int, snapshot_id: int) -> None:
     """Record in the copy which revision it is, so the published file says what it holds."""
-    connection = duckdb.connect(str(copy))
+    connection = new_connection(database=str(copy))
     try:
         table = quote_identifier(PUBLICATION_TABLE)
         connection.execute(

@@ -10,11 +10,15 @@ This is DuckLake's documented recovery (``COPY FROM DATABASE backup TO catalog``
   or PostgreSQL target gets exactly the tables, types and keys DuckLake gives that kind of database (the
   tables go into ``public`` or the configured metadata schema on PostgreSQL, not into ``main``).
 
-Data files are never touched: files written after the backup's snapshot stay in storage, unreferenced.
+A full backup's data files are copied from the backup store into the target's data path (the one
+configured on ``target``, else the lake's original one) before the catalog is replaced, incrementally and
+verified, so the restored lake is writable and no longer needs the backup store. Files already in the
+data path are never overwritten or deleted: files written after the backup's snapshot stay in storage,
+unreferenced. A backup in an older DuckLake format is migrated on a private copy when the target needs
+the running format.
 """
 
 import dataclasses
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +26,9 @@ from pathlib import Path
 import duckdb
 
 from .backup import (
+    DATA_FOLDER,
+    EXTERNAL_FOLDER,
+    BackupManifest,
     BackupResult,
     attach_catalog_database,
     catalog_extensions,
@@ -34,11 +41,17 @@ from .backup import (
     resolve_backup_file,
 )
 from .catalog import DuckDBCatalog, PostgresCatalog, SQLiteCatalog
-from .errors import BackupError, DuckLakeAssetsError, RestoreError, redact
+from .errors import BackupError, DuckLakeAssetsError, RestoreError, StorageError, redact
 from .extensions import load_extensions
-from .lake import LakeSettings, attach_lake, connect_lake, new_connection
+from .files import catalog_files_sql
+from .lake import LakeSettings, attach_lake, connect_lake, format_mismatch, new_connection, prepare_connection
+from .scratch import scratch_folder
 from .sql import qualified_name, quote_literal
 from .storage import ObjectStore, join_uri
+from .sync import SyncReport, Transfer, list_many, sync_files
+
+EXTERNAL_RESTORE_FOLDER = "ducklake-assets-external"
+"""Folder of a restored lake's data path that receives the files a full backup kept from outside the data path."""
 
 _BACKUP = "ducklake_assets_restore_source"
 _TARGET = "ducklake_assets_restore_target"
@@ -61,7 +74,9 @@ class RestoreResult:
     """What a restore did, or would do for a dry run.
 
     ``dropped_snapshots`` are the catalog's snapshots the backup does not have (lost by restoring).
-    ``safety_backup`` is the backup of the catalog taken just before it was overwritten.
+    ``safety_backup`` is the backup of the catalog taken just before it was overwritten. For a full
+    backup, ``data_path`` is where the data files go, ``files_to_copy`` / ``bytes_to_copy`` what the data
+    path still lacks (a dry run copies nothing) and ``files`` what was copied and reused.
     """
 
     backup_uri: str
@@ -73,11 +88,19 @@ class RestoreResult:
     catalog_latest_snapshot: int | None
     dropped_snapshots: list[SnapshotSummary]
     safety_backup: BackupResult | None
+    mode: str = "metadata"
+    data_path: str | None = None
+    files_to_copy: int = 0
+    bytes_to_copy: int = 0
+    files: SyncReport | None = None
 
     def summary(self) -> str:
         """One paragraph for logs and the UI."""
         verb = "Would restore" if self.dry_run else "Restored"
         text = f"{verb} snapshot {self.snapshot_id} from {self.backup_uri} into {self.target}"
+        if self.mode == "full":
+            copy = "would copy" if self.dry_run else "copied"
+            text += f"; {copy} {self.files_to_copy} data file(s), {self.bytes_to_copy} bytes, into {self.data_path}"
         if self.dropped_snapshots:
             ids = ", ".join(str(s.snapshot_id) for s in self.dropped_snapshots[:10])
             more = "..." if len(self.dropped_snapshots) > 10 else ""
@@ -138,7 +161,7 @@ def _inspect_target(target: LakeSettings) -> _CatalogState:
 
 
 def _inspect_backup(path: Path, backup_uri: str) -> tuple[_CatalogState, str, list[str]]:
-    connection = duckdb.connect()
+    connection = new_connection()
     try:
         connection.execute(f"ATTACH {quote_literal(str(path))} AS {_BACKUP} (READ_ONLY)")
         state = _read_state(connection, _BACKUP, "main", f"backup {backup_uri}")
@@ -166,23 +189,31 @@ def restore_backup(
     dry_run: bool = False,
     force: bool = False,
     store: ObjectStore | None = None,
+    data_store: ObjectStore | None = None,
     safety_backup_uri: str | None = None,
 ) -> RestoreResult:
     """Restore ``backup`` (a backup file, or a backup folder for its latest backup) into ``target``.
 
-    ``target`` may be any catalog kind, existing or not. ``dry_run`` only reports what would happen
-    (including the snapshots that would be dropped). A catalog with snapshots the backup lacks is only
-    overwritten when ``force`` is set. Before an existing catalog is overwritten it is backed up to
-    ``safety_backup_uri`` (default: ``safety/`` beside the backups). ``target.data_path``, when set,
-    replaces the data path recorded in the backup (e.g. after moving the files to a replica bucket).
-    ``store`` reaches the backups (default: an ``ObjectStore`` with the target's S3 settings).
+    Args:
+        backup: a versioned backup file, ``latest.ducklake``, or a backup folder (its latest backup).
+        target: the lake to restore into, of any catalog kind, existing or not. ``target.data_path``,
+            when set, replaces the data path recorded in the backup (another folder or bucket); a full
+            backup's data files are copied there.
+        dry_run: only report what would happen: the snapshots that would be dropped and, for a full
+            backup, how many files and bytes would be copied.
+        force: overwrite a catalog that has snapshots the backup lacks.
+        store: reaches the backups (default: an ``ObjectStore`` with the target's S3 settings).
+        data_store: reaches the target's data path (default: the target's S3 settings).
+        safety_backup_uri: where the current catalog is backed up (metadata only: a restore never
+            deletes or overwrites data files) before it is overwritten; default ``safety/`` beside the backups.
     """
     store = store or ObjectStore(target.s3)
+    data_store = data_store or ObjectStore(target.s3)
     try:
         backup_file = resolve_backup_file(backup, store)
     except BackupError as error:
         raise RestoreError(str(error)) from None
-    with tempfile.TemporaryDirectory(prefix="ducklake-restore-") as folder:
+    with scratch_folder("restore") as folder:
         try:
             local, manifest = fetch_backup(backup_file, store, folder)
         except BackupError as error:
@@ -191,6 +222,17 @@ def restore_backup(
         current = _inspect_target(target)
         known = {(s.snapshot_id, s.snapshot_time) for s in backup_state.snapshots}
         dropped = [s for s in current.snapshots if (s.snapshot_id, s.snapshot_time) not in known]
+        full = manifest.mode == "full" and manifest.store_uri is not None
+        if target.data_path:
+            data_path = normalize_data_path(target.data_path)
+        else:
+            data_path = manifest.data_path if full else backup_data_path
+        transfers = _restore_transfers(local, manifest, backup_file, data_path) if full else []
+        try:
+            present = list_many(data_store, [data_path]) if transfers else {}
+        except StorageError as error:
+            raise RestoreError(f"Cannot read the data path {data_path} to restore into: {error}") from None
+        missing = [t for t in transfers if t.target not in present]
         result = RestoreResult(
             backup_uri=backup_file,
             snapshot_id=manifest.snapshot_id,
@@ -201,6 +243,10 @@ def restore_backup(
             catalog_latest_snapshot=current.snapshots[-1].snapshot_id if current.snapshots else None,
             dropped_snapshots=dropped,
             safety_backup=None,
+            mode=manifest.mode,
+            data_path=data_path if full else None,
+            files_to_copy=len(missing),
+            bytes_to_copy=sum(t.size or 0 for t in missing),
         )
         if dry_run:
             return result
@@ -211,24 +257,124 @@ def restore_backup(
                 "restore would drop. Run a dry run to see them, and set force=True to restore anyway "
                 "(a safety backup is taken first)."
             )
-        if current.exists and current.version != backup_state.version:
-            raise RestoreError(
-                f"Backup {backup_file} is DuckLake format {backup_state.version} but {target.describe()} is "
-                f"format {current.version}; restore into an empty catalog with the DuckLake version that made "
-                "the backup"
-            )
+        if (not current.exists or current.version != backup_state.version) and _migrate_if_older(local, backup_file):
+            backup_state, backup_data_path, backup_tables = _inspect_backup(local, backup_file)
+        files = None
+        if full:
+            try:
+                files = sync_files(
+                    transfers,
+                    source=store,
+                    target=data_store,
+                    source_prefixes=[
+                        join_uri(backup_file.rsplit("/", 1)[0], DATA_FOLDER),
+                        join_uri(backup_file.rsplit("/", 1)[0], EXTERNAL_FOLDER),
+                    ],
+                    existing=present,
+                    target_prefixes=[data_path],
+                )
+            except StorageError as error:
+                raise RestoreError(
+                    f"Could not copy the data files of backup {backup_file} into {data_path}; the catalog "
+                    f"{target.describe()} was not changed: {redact(str(error), target.secrets())}"
+                ) from None
+            _point_at_data_path(local, manifest, data_path)
         safety = None
         if current.exists:
             try:
-                safety = create_backup(target, safety_backup_uri or _default_safety_uri(backup_file), store=store)
+                safety = create_backup(
+                    target, safety_backup_uri or _default_safety_uri(backup_file), mode="metadata", store=store
+                )
             except DuckLakeAssetsError as error:
                 raise RestoreError(
                     f"Could not take the safety backup of {target.describe()}, so nothing was restored: {error}"
                 ) from None
-        data_path = normalize_data_path(target.data_path) if target.data_path else backup_data_path
         _replace_catalog(local, backup_tables, target, current, data_path)
     _check_restored(target, manifest.snapshot_id)
-    return dataclasses.replace(result, restored=True, safety_backup=safety)
+    return dataclasses.replace(result, restored=True, safety_backup=safety, files=files)
+
+
+def _restore_transfers(local: Path, manifest: BackupManifest, backup_file: str, data_path: str) -> list[Transfer]:
+    """Where each data file of a full backup comes from (the store, wherever it is now) and goes to."""
+    recorded = (manifest.store_uri or "").rstrip("/") + "/"
+    actual = backup_file.rsplit("/", 1)[0] + "/"
+    connection = new_connection()
+    try:
+        connection.execute(f"ATTACH {quote_literal(str(local))} AS backup_file (READ_ONLY)")
+        rows = connection.execute(
+            f"SELECT DISTINCT path, size FROM ({catalog_files_sql('backup_file')}) ORDER BY path"
+        ).fetchall()
+    except duckdb.Error as error:
+        raise RestoreError(f"Backup {backup_file} does not list its data files: {error}") from None
+    finally:
+        connection.close()
+    transfers = []
+    outside = []
+    for path, size in rows:
+        key = path.removeprefix(recorded)
+        if key == path:
+            outside.append(path)
+            continue
+        transfers.append(Transfer(actual + key, _restored_location(key, data_path), size))
+    if outside:
+        raise RestoreError(
+            f"Backup {backup_file} is a full backup but references {len(outside)} file(s) outside its store "
+            f"{manifest.store_uri}, e.g. {outside[0]}: it is damaged; pick another backup"
+        )
+    return transfers
+
+
+def _restored_location(key: str, data_path: str) -> str:
+    data, external = DATA_FOLDER + "/", EXTERNAL_FOLDER + "/"
+    if key.startswith(data):
+        return data_path + key.removeprefix(data)
+    return join_uri(data_path, EXTERNAL_RESTORE_FOLDER, key.removeprefix(external))
+
+
+def _point_at_data_path(local: Path, manifest: BackupManifest, data_path: str) -> None:
+    """Rewrite the private copy of a full backup so its absolute file paths name the restored data path."""
+    recorded = (manifest.store_uri or "").rstrip("/") + "/"
+    data = recorded + DATA_FOLDER + "/"
+    external = recorded + EXTERNAL_FOLDER + "/"
+    moved_external = join_uri(data_path, EXTERNAL_RESTORE_FOLDER) + "/"
+    connection = new_connection(database=str(local))
+    try:
+        for table in ("ducklake_data_file", "ducklake_delete_file"):
+            connection.execute(
+                f"UPDATE {qualified_name('main', table)} SET path = CASE "
+                "WHEN starts_with(path, $data) THEN $data_path || substr(path, length($data) + 1) "
+                "ELSE $moved || substr(path, length($external) + 1) END "
+                "WHERE NOT path_is_relative AND (starts_with(path, $data) OR starts_with(path, $external))",
+                {"data": data, "external": external, "data_path": data_path, "moved": moved_external},
+            )
+        connection.execute("CHECKPOINT")
+    finally:
+        connection.close()
+
+
+def _migrate_if_older(local: Path, backup_file: str) -> bool:
+    """Migrate the private copy of a backup to the running DuckLake format when it is older; say whether it was."""
+    connection = new_connection()
+    try:
+        load_extensions(connection, ["ducklake", "httpfs"])
+        attach = f"ATTACH {quote_literal('ducklake:' + str(local))} AS migrated"
+        try:
+            connection.execute(f"{attach} (READ_ONLY)")
+            return False
+        except duckdb.Error as error:
+            if format_mismatch(str(error)) is None:
+                raise RestoreError(f"Backup {backup_file} does not open as a DuckLake: {error}") from None
+        try:
+            connection.execute(f"{attach} (AUTOMATIC_MIGRATION true)")
+        except duckdb.Error as error:
+            raise RestoreError(
+                f"Backup {backup_file} is in an older DuckLake format that duckdb {duckdb.__version__} cannot "
+                f"migrate: {error}"
+            ) from None
+        connection.execute("DETACH migrated")
+        return True
+    finally:
+        connection.close()
 
 
 def _replace_catalog(
@@ -241,10 +387,11 @@ def _replace_catalog(
     connection = new_connection(memory_limit=target.memory_limit, threads=target.threads)
     failure: Exception | None = None
     try:
-        load_extensions(connection, catalog_extensions(target.catalog) + ([] if current.exists else ["ducklake"]))
+        load_extensions(connection, catalog_extensions(target.catalog))
         connection.execute(f"ATTACH {quote_literal(str(backup_path))} AS {_BACKUP} (READ_ONLY)")
         if not current.exists:
             init = dataclasses.replace(target, alias=_INIT, read_only=False, data_path=data_path, attach_options={})
+            prepare_connection(connection, init)
             attach_lake(connection, init, use=False)
             connection.execute(f"DETACH {_INIT}")
         attach_catalog_database(connection, target.catalog, _TARGET, read_only=False)

@@ -1,16 +1,17 @@
 """Local folders and S3 behind one small interface, addressed by URI (``s3://bucket/key`` or a path).
 
-Writes are atomic for readers: a local file is written beside its target and renamed over it; an S3
-object is uploaded under a temporary key, its size verified, then copied server-side to its final key,
-so a reader sees the old object or the complete new one.
+Writes are atomic for readers: a local file is written under a temporary name beside its target (see
+:mod:`.scratch`, so a killed writer's leftovers are recognised) and renamed over it; an S3 object is
+uploaded in one PUT or one multipart upload, which S3 exposes only once complete. A reader sees the old
+object or the complete new one.
 """
 
 import fnmatch
 import os
 import shutil
 import tempfile
-import uuid
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,17 +21,19 @@ from urllib.parse import urlsplit
 from .errors import StorageError
 from .lake import is_remote
 from .s3 import S3Settings
+from .scratch import is_abandoned, temp_name
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class StoredObject:
-    """One file or object: its URI, size in bytes and last-modified time (UTC)."""
+    """One file or object: its URI, size in bytes, last-modified time (UTC) and, on S3, its ETag."""
 
     uri: str
     size: int
     modified: datetime
+    etag: str | None = None
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -132,7 +135,14 @@ class ObjectStore:
             found = []
             for page in self.client().get_paginator("list_objects_v2").paginate(**kwargs):
                 for item in page.get("Contents", []):
-                    found.append(StoredObject(f"s3://{bucket}/{item['Key']}", item["Size"], item["LastModified"]))
+                    found.append(
+                        StoredObject(
+                            f"s3://{bucket}/{item['Key']}",
+                            item["Size"],
+                            item["LastModified"],
+                            item.get("ETag", "").strip('"') or None,
+                        )
+                    )
             return found
 
         return sorted(self._s3_call(prefix, "list", collect), key=lambda o: o.uri)
@@ -157,7 +167,7 @@ class ObjectStore:
             return StoredObject(uri, stat.st_size, _utc(stat.st_mtime))
         bucket, key = split_s3_uri(uri)
         head = self._s3_call(uri, "read", lambda: self.client().head_object(Bucket=bucket, Key=key))
-        return StoredObject(uri, head["ContentLength"], head["LastModified"])
+        return StoredObject(uri, head["ContentLength"], head["LastModified"], head.get("ETag", "").strip('"') or None)
 
     def put_file(self, source: str | Path, uri: str) -> StoredObject:
         """Copy local file ``source`` to ``uri`` atomically; returns what was written."""
@@ -165,38 +175,25 @@ class ObjectStore:
         size = source.stat().st_size
         if not is_remote(uri):
             target = Path(uri).expanduser()
+            temp = target.with_name(temp_name(target.name))
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-                os.close(fd)
                 shutil.copyfile(source, temp)
                 os.chmod(temp, 0o644)
                 with open(temp, "rb") as handle:
                     os.fsync(handle.fileno())
                 os.replace(temp, target)
             except OSError as error:
-                _unlink_quietly(locals().get("temp"))
+                temp.unlink(missing_ok=True)
                 raise StorageError(f"Cannot write {uri}: {error.strerror or error}") from None
             return self.stat(str(target))
         bucket, key = split_s3_uri(uri)
-        temp_key = f"{key}.tmp-{uuid.uuid4().hex}"
         client = self.client()
-        self._s3_call(uri, "write", lambda: client.upload_file(str(source), bucket, temp_key))
-        try:
-            head = self._s3_call(uri, "verify", lambda: client.head_object(Bucket=bucket, Key=temp_key))
-            if head["ContentLength"] != size:
-                raise StorageError(f"Upload to {uri} is incomplete: {head['ContentLength']} of {size} bytes arrived")
-            self._s3_call(
-                uri,
-                "write",
-                lambda: client.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": temp_key}),
-            )
-        finally:
-            try:
-                client.delete_object(Bucket=bucket, Key=temp_key)
-            except Exception:  # noqa: BLE001 - best effort: the temporary key is harmless if left
-                pass
-        return self.stat(uri)
+        self._s3_call(uri, "write", lambda: client.upload_file(str(source), bucket, key))
+        written = self.stat(uri)
+        if written.size != size:
+            raise StorageError(f"Upload to {uri} is incomplete: {written.size} of {size} bytes arrived")
+        return written
 
     def put_bytes(self, data: bytes, uri: str) -> StoredObject:
         with tempfile.TemporaryDirectory() as folder:
@@ -233,10 +230,40 @@ class ObjectStore:
         bucket, key = split_s3_uri(uri)
         self._s3_call(uri, "delete", lambda: self.client().delete_object(Bucket=bucket, Key=key))
 
+    def delete_many(self, uris: Iterable[str]) -> None:
+        """Delete many files; on S3 a thousand keys per request."""
+        local = [uri for uri in uris if not is_remote(uri)]
+        for uri in local:
+            self.delete(uri)
+        by_bucket: dict[str, list[str]] = {}
+        for uri in uris:
+            if is_remote(uri):
+                bucket, key = split_s3_uri(uri)
+                by_bucket.setdefault(bucket, []).append(key)
+        for bucket, keys in by_bucket.items():
+            for start in range(0, len(keys), 1000):
+                batch = [{"Key": key} for key in keys[start : start + 1000]]
+                response = self._s3_call(
+                    f"s3://{bucket}/{batch[0]['Key']}",
+                    "delete",
+                    lambda bucket=bucket, batch=batch: self.client().delete_objects(
+                        Bucket=bucket, Delete={"Objects": batch, "Quiet": True}
+                    ),
+                )
+                if response.get("Errors"):
+                    failed = response["Errors"][0]
+                    raise StorageError(
+                        f"Cannot delete s3://{bucket}/{failed.get('Key')}: S3 error {failed.get('Code')}"
+                    )
 
-def _unlink_quietly(path: str | None) -> None:
-    if path:
-        Path(path).unlink(missing_ok=True)
+    def remove_abandoned(self, listing: Iterable[StoredObject]) -> list[str]:
+        """Delete the temporary files of killed writers found in ``listing`` (local folders only: an S3
+        upload is invisible until complete). Returns the removed URIs."""
+        now = time.time()
+        stale = [o.uri for o in listing if not is_remote(o.uri) and is_abandoned(o.uri, o.modified.timestamp(), now)]
+        for uri in stale:
+            self.delete(uri)
+        return stale
 
 
 def _utc(timestamp: float) -> datetime:
