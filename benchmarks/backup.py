@@ -1,8 +1,20 @@
-"""Benchmark: static backup (``create_backup``) against a bare ``COPY FROM DATABASE`` of the same catalog.
+"""Benchmark: full backups against plain file copies, and the catalog copy against ``COPY FROM DATABASE``.
 
-Builds one DuckLake per catalog kind (DuckDB file, PostgreSQL) with ``--files`` data files of a table of
-``--columns`` columns (the catalog keeps statistics per file and column), registered over ``--snapshots``
-commits, then times, in the same run:
+``--part files`` (the default): a lake of ``--data-files`` data files (``--file-kb`` KiB each) is backed
+up in full (``create_backup(mode="full")``: the catalog, every data file copied, each verified by size
+and MD5/ETag, the backup opened as a DuckLake before it is exposed), to a local folder and to S3 (moto's
+server on 127.0.0.1), interleaved with, in the same run:
+
+* fastest plain copy of the same files: a thread pool (as many threads as our copy uses) of
+  ``shutil.copyfile`` to the folder, of boto3 ``upload_file`` to S3, no verification, no catalog;
+* naive plain copy: the same, one file after the other;
+* a second full backup after 10 new data files, which must copy exactly those 10 files.
+
+Goals: the first full backup within 1.2x of the fastest plain copy; the second under 5% of the first.
+
+``--part catalog``: builds one DuckLake per catalog kind (DuckDB file, PostgreSQL) with ``--files`` data
+files of a table of ``--columns`` columns (the catalog keeps statistics per file and column), registered
+over ``--snapshots`` commits, then times, in the same run:
 
 * bare copy: attach the catalog database read-only and ``COPY FROM DATABASE`` it into a new DuckDB file
   (for PostgreSQL, where that statement fails on the primary-key indexes, one ``CREATE TABLE AS`` per
@@ -14,12 +26,13 @@ commits, then times, in the same run:
   ``COPY FROM DATABASE __ducklake_metadata_lake`` (it loads DuckLake, as the backup's verification does);
 * restore: ``restore_backup`` of that backup into a new, empty catalog of the same kind.
 
-The target is backup <= 1.25x the bare copy. PostgreSQL: ``DUCKLAKE_BENCH_PG_DSN`` (a superuser DSN,
-default ``dbname=postgres host=127.0.0.1 user=postgres``); the benchmark creates its own databases and
-drops them afterwards.
+The target is a catalog backup (``mode="metadata"``) <= 1.25x the bare copy. PostgreSQL:
+``DUCKLAKE_BENCH_PG_DSN`` (a superuser DSN, default ``dbname=postgres host=127.0.0.1 user=postgres``);
+the benchmark creates its own databases and drops them afterwards.
 
-    python benchmarks/backup.py                      # 10,000 files, 1,000 snapshots, duckdb + postgres
-    python benchmarks/backup.py --kinds duckdb --files 2000 --snapshots 200
+    python benchmarks/backup.py                      # full backups: 2,000 data files, local and S3
+    python benchmarks/backup.py --part catalog       # 10,000 files, 1,000 snapshots, duckdb + postgres
+    python benchmarks/backup.py --part catalog --kinds duckdb --files 2000 --snapshots 200
 """
 
 import argparse
@@ -31,6 +44,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -43,8 +57,10 @@ from ducklake_assets.core.catalog import DuckDBCatalog, PostgresCatalog
 from ducklake_assets.core.extensions import load_extensions
 from ducklake_assets.core.lake import LakeSettings, connect_lake, metadata_database
 from ducklake_assets.core.restore import restore_backup
+from ducklake_assets.core.s3 import S3Settings
 from ducklake_assets.core.sql import qualified_name, quote_identifier, quote_literal
 from ducklake_assets.core.storage import ObjectStore
+from ducklake_assets.core.sync import _LOCAL_WORKERS, _REMOTE_WORKERS, transfer_config
 
 DEFAULT_PG_DSN = "dbname=postgres host=127.0.0.1 user=postgres"
 
@@ -189,7 +205,7 @@ def run_kind(kind: str, work: Path, paths: list[str], args: argparse.Namespace) 
             bare_copy(source, folder / f"bare-{attempt}.duckdb")
             bare_times.append(time.perf_counter() - started)
             started = time.perf_counter()
-            create_backup(source, str(folder / "backups"), store=store)
+            create_backup(source, str(folder / "backups"), mode="metadata", store=store)
             backup_times.append(time.perf_counter() - started)
         figures["bare COPY FROM DATABASE"] = statistics.median(bare_times)
         figures["create_backup"] = statistics.median(backup_times)
@@ -214,14 +230,169 @@ def run_kind(kind: str, work: Path, paths: list[str], args: argparse.Namespace) 
         return measure(source, targets)
 
 
+def build_data_lake(folder: Path, data_files: int, file_kb: int) -> tuple[LakeSettings, list[Path]]:
+    """A DuckDB-catalog lake whose table ``events`` has ``data_files`` data files of about ``file_kb`` KiB,
+    written under its data path as DuckLake writes them (random payload, so compression keeps the size)."""
+    settings = LakeSettings(
+        catalog=DuckDBCatalog(str(folder / "catalog.ducklake")),
+        data_path=str(folder / "data"),
+        attach_options={"DATA_INLINING_ROW_LIMIT": 0},
+    )
+    rows = max(1, file_kb * 1024 // 40)
+    with connect_lake(settings) as connection:
+        connection.execute("CREATE TABLE events (id BIGINT, payload VARCHAR)")
+        connection.execute(
+            "CREATE TEMP TABLE template AS SELECT range AS id, md5(random()::VARCHAR) AS payload FROM range(?)",
+            [rows],
+        )
+        add_files(connection, data_files)
+    return settings, sorted((folder / "data").rglob("*.parquet"))
+
+
+def add_files(connection: duckdb.DuckDBPyConnection, count: int) -> None:
+    """``count`` inserts, each one new data file."""
+    for _ in range(count):
+        connection.execute("INSERT INTO events SELECT * FROM template")
+
+
+def plain_local_copy(files: list[Path], target: Path, threads: int) -> None:
+    def copy(path: Path) -> None:
+        destination = target / path.name
+        shutil.copyfile(path, destination)
+
+    target.mkdir(parents=True)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(copy, files))
+
+
+def plain_s3_copy(files: list[Path], client, bucket: str, prefix: str, threads: int) -> None:
+    config = transfer_config()
+
+    def upload(path: Path) -> None:
+        client.upload_file(str(path), bucket, f"{prefix}/{path.name}", Config=config)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(upload, files))
+
+
+@contextmanager
+def moto_bucket() -> Iterator[tuple[S3Settings, str]]:
+    """An S3 HTTP endpoint on 127.0.0.1 (moto's server) with one bucket."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        s3 = S3Settings(
+            endpoint_url=f"http://{host}:{port}",
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench-secret",
+            path_style=True,
+        )
+        s3.boto3_client().create_bucket(Bucket="bench")
+        yield s3, "bench"
+    finally:
+        server.stop()
+
+
+def run_files(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="ducklake-bench-full-") as scratch, moto_bucket() as (s3, bucket_name):
+        work = Path(scratch)
+        started = time.perf_counter()
+        settings, files = build_data_lake(work / "lake", args.data_files, args.file_kb)
+        total = sum(path.stat().st_size for path in files)
+        print(f"lake: {len(files)} data files, {total / 1e6:.1f} MB, built in {time.perf_counter() - started:.1f}s")
+        client = s3.boto3_client()
+
+        def bucket_uri(key: str) -> str:
+            return f"s3://{bucket_name}/{key}"
+
+        times: dict[str, list[float]] = {}
+
+        def clock(name: str, run: Callable[[], object]) -> object:
+            began = time.perf_counter()
+            value = run()
+            times.setdefault(name, []).append(time.perf_counter() - began)
+            return value
+
+        def one_round(attempt: int) -> None:
+            local, prefix = work / f"round-{attempt}", f"round-{attempt}"
+            clock("local: naive copy, one by one", lambda: plain_local_copy(files, local / "naive", 1))
+            clock(
+                f"local: fastest copy, {_LOCAL_WORKERS} threads",
+                lambda: plain_local_copy(files, local / "fast", _LOCAL_WORKERS),
+            )
+            first = clock("local: full backup (ours)", lambda: create_backup(settings, str(local / "backups")))
+            assert len(first.files.copied) == len(files)
+            clock(
+                "s3: naive boto3 upload, one by one",
+                lambda: plain_s3_copy(files, client, bucket_name, f"{prefix}/naive", 1),
+            )
+            clock(
+                f"s3: fastest boto3 upload, {_REMOTE_WORKERS} threads",
+                lambda: plain_s3_copy(files, client, bucket_name, f"{prefix}/fast", _REMOTE_WORKERS),
+            )
+            first = clock(
+                "s3: full backup (ours)",
+                lambda: create_backup(settings, bucket_uri(f"{prefix}/backups"), store=ObjectStore(s3)),
+            )
+            assert len(first.files.copied) == len(files)
+
+        for attempt in range(args.repeat):
+            one_round(attempt)
+        with connect_lake(settings) as connection:
+            connection.execute(
+                "CREATE TEMP TABLE template AS SELECT range AS id, md5(random()::VARCHAR) AS payload FROM range(?)",
+                [max(1, args.file_kb * 1024 // 40)],
+            )
+            add_files(connection, 10)
+        last = f"round-{args.repeat - 1}"
+        copied = {
+            "local": clock(
+                "local: second backup, 10 new files", lambda: create_backup(settings, str(work / last / "backups"))
+            ),
+            "s3": clock(
+                "s3: second backup, 10 new files",
+                lambda: create_backup(settings, bucket_uri(f"{last}/backups"), store=ObjectStore(s3)),
+            ),
+        }
+    print()
+    print(f"{'step':<42} {'min s':>8} {'median s':>9}")
+    for name, values in times.items():
+        print(f"{name:<42} {min(values):>8.3f} {statistics.median(values):>9.3f}")
+    print()
+    for where, fast, naive in (
+        ("local", f"local: fastest copy, {_LOCAL_WORKERS} threads", "local: naive copy, one by one"),
+        ("s3", f"s3: fastest boto3 upload, {_REMOTE_WORKERS} threads", "s3: naive boto3 upload, one by one"),
+    ):
+        ours = statistics.median(times[f"{where}: full backup (ours)"])
+        print(
+            f"{where}: full backup / fastest plain copy {ours / statistics.median(times[fast]):.2f}x "
+            f"(goal 1.2x); / naive copy {ours / statistics.median(times[naive]):.2f}x"
+        )
+        second = times[f"{where}: second backup, 10 new files"][0]
+        print(
+            f"{where}: second backup copied {len(copied[where].files.copied)} files "
+            f"in {second:.3f}s = {100 * second / ours:.1f}% of the first (goal < 5%)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--files", type=int, default=10_000, help="data files to register (default 10000)")
+    parser.add_argument("--part", choices=["files", "catalog"], default="files", help="what to measure")
+    parser.add_argument("--data-files", type=int, default=2_000, help="files: data files in the lake (default 2000)")
+    parser.add_argument("--file-kb", type=int, default=64, help="files: size of each data file in KiB (default 64)")
+    parser.add_argument("--files", type=int, default=10_000, help="catalog: data files to register (default 10000)")
     parser.add_argument("--snapshots", type=int, default=1_000, help="commits that register them (default 1000)")
     parser.add_argument("--columns", type=int, default=12, help="columns of the lake's table (default 12)")
     parser.add_argument("--kinds", default="duckdb,postgres", help="catalog kinds, comma separated")
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs per contender (median is shown)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per contender (min and median shown)")
     args = parser.parse_args()
+    if args.part == "files":
+        run_files(args)
+        return
     with tempfile.TemporaryDirectory(prefix="ducklake-bench-backup-") as scratch:
         work = Path(scratch)
         paths = write_source_files(work / "source", args.files, args.columns)

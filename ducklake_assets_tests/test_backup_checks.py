@@ -85,10 +85,40 @@ def test_the_backup_asset_reports_what_it_wrote_and_every_check_passes(tmp_path:
     assert "| main.trips | 90 | 90 | ok |" in evaluations["backup_is_restorable"].metadata["tables"].value
     assert evaluations["backup_files_exist"].metadata["referenced_files"].value == 3
 
+    assert metadata["mode"].value == "full" and metadata["ducklake_format"].value == "1.0"
+    assert metadata["files_copied"].value == 3 and metadata["files_reused"].value == 0
+    assert metadata["bytes_copied"].value == sum(
+        p.stat().st_size for p in (tmp_path / "backups" / "data").rglob("*.parquet")
+    )
+    assert metadata["backup_store_bytes"].value == sum(
+        p.stat().st_size for p in (tmp_path / "backups").rglob("*") if p.is_file()
+    )
+    assert evaluations["backup_is_fresh"].metadata["backup_age_seconds"].value >= 0
+    assert "the backup is" in evaluations["backup_is_fresh"].description
+    assert evaluations["backup_files_exist"].metadata["checked_in"].value == "backup store"
+
     run(settings, "INSERT INTO trips VALUES (500, 'later')")
     second = materialize(defs, {"ducklake": resource_for(settings)})
     (event,) = [e for e in second.get_asset_materialization_events() if e.materialization.asset_key == BACKUP_KEY]
     assert event.materialization.metadata["snapshots_since_previous_backup"].value == 1
+    assert event.materialization.metadata["files_copied"].value == 1, "only the new insert's file is copied"
+    assert event.materialization.metadata["files_reused"].value == 3
+
+
+def test_a_metadata_backup_copies_no_data_file_and_says_so(tmp_path: Path) -> None:
+    settings = lake_settings("duckdb", tmp_path / "lake")
+    fill(settings)
+    defs = build_backup_definitions("lake", str(tmp_path / "backups"), mode="metadata")
+
+    result = materialize(defs, {"ducklake": resource_for(settings)})
+
+    (event,) = [e for e in result.get_asset_materialization_events() if e.materialization.asset_key == BACKUP_KEY]
+    assert event.materialization.metadata["mode"].value == "metadata"
+    assert "files_copied" not in event.materialization.metadata
+    assert not (tmp_path / "backups" / "data").exists()
+    assert checks(result)["backup_files_exist"].metadata["checked_in"].value == "data path"
+    with pytest.raises(ConfigurationError, match="backup mode must be 'full'"):
+        build_backup_definitions("lake", str(tmp_path / "backups"), mode="data")
 
 
 def test_backup_is_fresh_fails_once_the_catalog_moves_on_unless_within_the_allowed_lag(tmp_path: Path) -> None:

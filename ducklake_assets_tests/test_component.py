@@ -264,7 +264,31 @@ data_path: lake/data
     assert component.backup is not None
     assert component.backup.keep_within == timedelta(hours=36) and component.backup.max_age == timedelta(hours=6)
     assert component.backup.keep == 30 and component.backup.automation == "eager"
+    assert component.backup.mode == "full"
     assert templated.source.schema_drift == "evolve"
+
+
+@pytest.mark.parametrize("mode", ["full", "metadata"])
+def test_the_backup_mode_comes_from_the_yaml(mode: str, tmp_path: Path) -> None:
+    crew(tmp_path / "data" / "astronauts.parquet")
+    component = DuckLakePipelineComponent.resolve_from_yaml(
+        f"""
+name: space
+source: {tmp_path / "data"}
+catalog: {tmp_path / "lake.ducklake"}
+data_path: {tmp_path / "files"}
+backup: {{uri: {tmp_path / "backups"}, mode: {mode}}}
+"""
+    )
+
+    defs = dg.build_defs_for_component(component)
+    result = dg.materialize([*defs.assets, *defs.asset_checks], resources=defs.resources, selection=PIPELINE[:2])
+
+    assert result.success
+    (backup,) = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "static_backup"]
+    assert backup.materialization.metadata["mode"].value == mode
+    copies = list((tmp_path / "backups").rglob("*.parquet"))
+    assert [path.name for path in copies] == (["astronauts.parquet"] if mode == "full" else [])
 
 
 def test_first_start_states_come_from_the_yaml(tmp_path: Path) -> None:

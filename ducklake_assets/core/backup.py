@@ -688,17 +688,18 @@ def create_backup(
         manifest = dataclasses.replace(manifest, sha256=_sha256(path), size_bytes=path.stat().st_size)
         versioned = join_uri(backup_uri, manifest.file_name)
         manifest_json = manifest.to_json().encode()
+        exposed: list[StoredObject] = []
         try:
             if files is not None:
-                store.put_bytes(_files_index(manifest, files.files()), files_index_uri_for(versioned))
+                exposed.append(store.put_bytes(_files_index(manifest, files.files()), files_index_uri_for(versioned)))
                 step("exposed-index", versioned)
-            store.put_bytes(manifest_json, manifest_uri_for(versioned))
+            exposed.append(store.put_bytes(manifest_json, manifest_uri_for(versioned)))
             step("exposed-manifest", versioned)
             written = store.put_file(path, versioned)
             step("exposed-backup", versioned)
-            store.put_file(path, latest_uri(backup_uri))
+            exposed.append(store.put_file(path, latest_uri(backup_uri)))
             step("exposed-latest-file", versioned)
-            store.put_bytes(manifest_json, manifest_uri_for(latest_uri(backup_uri)))
+            exposed.append(store.put_bytes(manifest_json, manifest_uri_for(latest_uri(backup_uri))))
             step("exposed-latest-pointer", versioned)
         except StorageError as error:
             raise BackupError(
@@ -721,14 +722,29 @@ def create_backup(
         table_rows=table_rows,
         duration_seconds=time.monotonic() - started,
         files=files,
-        store_bytes=store_size(backup_uri, store),
+        store_bytes=_store_bytes_after(listing, files, [written, *exposed], pruned, store, backup_uri),
         removed_files=len(pruned.files),
     )
 
 
-def store_size(backup_uri: str, store: ObjectStore) -> int:
-    """Bytes of everything under a backup store (one listing)."""
-    return sum(item.size for item in list_many(store, [backup_folder(backup_uri)]).values())
+def _store_bytes_after(
+    listing: dict[str, StoredObject],
+    files: SyncReport | None,
+    exposed: list[StoredObject],
+    pruned: "PruneResult",
+    store: ObjectStore,
+    backup_uri: str,
+) -> int:
+    """Bytes under the backup store after this run, from the listing made at its start (no second listing)."""
+    sizes = {uri: item.size for uri, item in listing.items()}
+    for item in files.copied if files else []:
+        sizes[item.uri] = item.size
+    for item in exposed:
+        sizes[item.uri] = item.size
+    gone = set(pruned.files)
+    for info in pruned.backups:
+        gone |= {info.uri, info.manifest_uri, files_index_uri_for(info.uri)}
+    return sum(size for uri, size in sizes.items() if uri not in gone)
 
 
 def _info_from_object(item: StoredObject) -> BackupInfo | None:

@@ -10,9 +10,13 @@ listing); :func:`sync_files` then
 3. copies the rest in parallel: local to local through a temporary name, local to S3 and S3 to local
    with boto3's managed transfer (multipart, parallel), S3 to S3 as a server-side copy;
 4. verifies each copy: its size, and its content against an ETag-style MD5 (S3's own, computed the same
-   way for local files), so a torn or altered copy is found before anything refers to it.
+   way for local files), so a torn or altered copy is found before anything refers to it. A local copy is
+   checksummed from the very bytes it is written from and its size checked; all local copies are flushed
+   to disk (one ``sync``) before the call returns, so nothing refers to a copy a power cut could lose; a
+   download is checked against the source's ETag; an upload against the ETag S3 reports.
 
-Sizes and ETags of remote files come from one listing per prefix, never from one request per file.
+Sizes and ETags of remote files come from one listing per prefix (or, for a handful of copies, one
+request each), never from one request per file of a large listing.
 """
 
 import hashlib
@@ -32,7 +36,7 @@ PART_SIZE = 16 * 1024 * 1024
 """Multipart threshold and part size of every upload, so a file's ETag can be computed locally."""
 
 _CHUNK = 1024 * 1024
-_LOCAL_WORKERS = 8
+_LOCAL_WORKERS = max(2, os.cpu_count() or 2)
 _REMOTE_WORKERS = 16
 
 Checkpoint = Callable[[str, str], None]
@@ -239,6 +243,8 @@ def sync_files(
 
     with ThreadPoolExecutor(max_workers=min(workers, len(pending))) as pool:
         outcomes = list(pool.map(copy, pending))
+    if any(not is_remote(t.target) for t in pending):
+        os.sync()
     failed = [outcome for outcome in outcomes if isinstance(outcome, str)]
     if failed:
         raise StorageError(f"{len(failed)} file(s) could not be copied: {_first(failed)}")
@@ -294,17 +300,15 @@ def _copy_one(transfer: Transfer, source_object: StoredObject, source: ObjectSto
                 )
                 if etag_matches(temp, source_object.etag) is False:
                     raise StorageError(f"the copy of {transfer.source} does not match its ETag {source_object.etag}")
-                etag = file_etag(temp)
+                etag, size = file_etag(temp), temp.stat().st_size
             else:
-                etag = _copy_local(Path(transfer.source), temp, source_object.size)
-                if file_etag(temp) != etag:
-                    raise StorageError(f"the copy of {transfer.source} does not read back as written")
-            size = temp.stat().st_size
+                etag, size = _copy_local(Path(transfer.source), temp, source_object.size)
             if size != source_object.size:
                 raise StorageError(f"{size} of {source_object.size} bytes arrived")
             os.replace(temp, destination)
-        finally:
+        except BaseException:
             temp.unlink(missing_ok=True)
+            raise
         return SyncedFile(str(destination), size, etag)
     bucket, key = split_s3_uri(transfer.target)
     client = target.client()
@@ -333,22 +337,25 @@ def _copy_one(transfer: Transfer, source_object: StoredObject, source: ObjectSto
     return SyncedFile(transfer.target, source_object.size, None)
 
 
-def _copy_local(source: Path, temp: Path, size: int) -> str:
-    """Copy ``source`` to ``temp`` in one pass, returning the ETag of what was read."""
-    hasher = _EtagHasher(size)
+def _copy_local(source: Path, temp: Path, size: int) -> tuple[str, int]:
+    """Copy ``source`` to ``temp`` in one pass; returns the ETag and the size of what was written."""
+    hasher = _EtagHasher(size) if size >= PART_SIZE else hashlib.md5(usedforsecurity=False)
+    written = 0
     with open(source, "rb") as reader, open(temp, "wb") as writer:
         for block in iter(lambda: reader.read(_CHUNK), b""):
             hasher.update(block)
-            writer.write(block)
-        writer.flush()
-        os.fsync(writer.fileno())
-    return hasher.hexdigest()
+            written += writer.write(block)
+    return hasher.hexdigest(), written
+
+
+_FEW = 50
+"""Up to this many copies are verified with one request each rather than by listing their prefixes."""
 
 
 def _verify_remote(target: ObjectStore, copied: list[SyncedFile], prefixes: Iterable[str]) -> None:
-    """Check the S3 copies with one listing per prefix: each is there with its size and, where known, ETag."""
+    """Check the S3 copies: each is there with its size and, where known, ETag (one listing per prefix)."""
     prefixes = [p for p in prefixes if is_remote(p)] or sorted({item.uri.rsplit("/", 1)[0] for item in copied})
-    listed = list_many(target, prefixes)
+    listed = list_many(target, prefixes) if len(copied) > _FEW else {}
     problems = []
     for item in copied:
         found = listed.get(item.uri) or _stat_quietly(target, item.uri)
