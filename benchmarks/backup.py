@@ -37,6 +37,7 @@ the benchmark creates its own databases and drops them afterwards.
 
 import argparse
 import dataclasses
+import logging
 import os
 import secrets
 import shutil
@@ -280,6 +281,7 @@ def moto_bucket() -> Iterator[tuple[S3Settings, str]]:
     """An S3 HTTP endpoint on 127.0.0.1 (moto's server) with one bucket."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:

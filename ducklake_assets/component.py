@@ -260,6 +260,13 @@ class PublishAttributes(dg.Model, dg.Resolvable):
     """The frozen (read-only) lake: the asset ``<name>/frozen_lake`` and its checks."""
 
     uri: Annotated[str, _plain("Where the frozen lake's .ducklake file is published: a local path or s3:// URI.")]
+    self_contained: Annotated[
+        bool,
+        _plain(
+            "Copy every data file next to the frozen lake (incrementally), so it is complete wherever it is "
+            "published; needed when the lake's files are local and the frozen lake is on S3 or served over HTTP."
+        ),
+    ] = False
     keep_revisions: Annotated[int, _count("Published revisions kept for readers still using them.", 1)] = Field(
         default=5, ge=1
     )
@@ -442,6 +449,7 @@ class DuckLakePipelineComponent(dg.Component, dg.Model, dg.Resolvable):
             backup_max_age=backup.max_age if backup else None,
             blocking_checks=self.checks.blocking,
             keep_revisions=publish.keep_revisions if publish else 5,
+            self_contained=publish.self_contained if publish else False,
             maintenance_cron=schedules.maintenance_cron,
             expire_snapshots_older_than=schedules.expire_snapshots_older_than,
             schedule_default_status=(

@@ -80,6 +80,7 @@ def build_ducklake_pipeline(
     backup_max_age: timedelta | None = None,
     blocking_checks: bool = False,
     keep_revisions: int = 5,
+    self_contained: bool = False,
     maintenance_cron: str | None = None,
     expire_snapshots_older_than: timedelta | None = timedelta(days=7),
     schedule_default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.RUNNING,
@@ -96,6 +97,10 @@ def build_ducklake_pipeline(
     ``schema_drift`` is ``fail``, ``ignore_extra_columns`` or ``evolve``; ``bad_files`` is ``fail`` or
     ``skip``. The sensor ``f"{name}_new_files"`` watches the source (``sensor_order``: ``modified`` or
     ``key``). ``s3`` is needed when any location is on S3.
+
+    Publishing: ``self_contained=True`` copies every data file next to the frozen lake at ``publish_uri``
+    (incrementally), so it is complete wherever it is published; a frozen lake on S3 whose data files
+    are local is refused without it.
 
     Backups: ``backup_mode`` is ``"full"`` (default: the catalog and a copy of every data and delete file
     it references, so the backup survives losing the catalog database and every data file) or
@@ -202,6 +207,7 @@ def build_ducklake_pipeline(
             s3_resource_key=s3_key,
             backup_uri=backup_uri,
             keep_revisions=keep_revisions,
+            self_contained=self_contained,
             blocking=blocking_checks,
             group_name=name,
         )

@@ -3,6 +3,7 @@ stranger would. How a frozen lake is published and read lives in ``core/publish.
 turns it into an asset and reports it.
 """
 
+import dataclasses
 from collections.abc import Sequence
 
 import dagster as dg
@@ -15,14 +16,18 @@ from .core.publish import (
     attach_statement,
     catalog_contents,
     publish_frozen_lake,
+    report_from_json,
+    report_to_json,
     revision_uri,
     table_key,
     verify_as_stranger,
 )
+from .core.storage import ObjectStore
 from .metadata import markdown_table
 from .resources import lake_and_store
 
 _TABLE_NAMES = "table_names"
+_VERIFIED = "verified_as_stranger"
 
 
 def _publish_metadata(name: str, result: PublishResult) -> dict[str, object]:
@@ -47,7 +52,14 @@ def _publish_metadata(name: str, result: PublishResult) -> dict[str, object]:
         "dagster/row_count": sum(contents.tables.values()),
         "data_path": result.data_path or "",
         "pruned_revisions": len(result.pruned),
+        "current": result.exposed,
     }
+    if result.files is not None:
+        metadata |= {
+            "files_copied": dg.MetadataValue.int(len(result.files.copied)),
+            "bytes_copied": dg.MetadataValue.int(result.files.bytes_copied),
+            "files_reused": dg.MetadataValue.int(len(result.files.reused)),
+        }
     if result.legacy_uri:
         metadata["legacy_attach_sql"] = attach_statement(result.legacy_uri, name)
     if result.notes:
@@ -82,8 +94,10 @@ def build_publish_definitions(
     legacy_uri: str | None = None,
     expected_tables: Sequence[str] = (),
     probe_files: bool = True,
+    self_contained: bool = False,
     blocking: bool = False,
     group_name: str | None = None,
+    pool: str | None = None,
 ) -> dg.Definitions:
     """A frozen lake of the lake behind resource ``lake_resource_key`` (a ``DuckLakeResource``).
 
@@ -95,13 +109,23 @@ def build_publish_definitions(
     overrides the upstream. ``reader_url`` is where readers find the file when it is not ``publish_uri``
     (a web server serving that folder); ``reader_data_path`` is where they find the lake's data folder.
     ``legacy_uri`` receives an unmigrated copy for old clients when the catalog's format is older than
-    the running ``ducklake`` extension. See :func:`ducklake_assets.core.publish.publish_frozen_lake`.
+    the running ``ducklake`` extension. ``self_contained`` copies every data file next to the frozen lake
+    (incrementally), so it is complete wherever it is published; a remote publication whose data files
+    are paths on this machine is refused without it. See
+    :func:`ducklake_assets.core.publish.publish_frozen_lake`.
+
+    The asset runs in the concurrency pool ``pool`` (default ``<name>_frozen_lake``): set a limit of 1
+    with ``dagster instance concurrency set <name>_frozen_lake 1`` (or ``concurrency: pools:`` in
+    ``dagster.yaml``) so an automation run and a click never publish at once. Two publications that do
+    race are still safe: each claims its own revision number and only the newer becomes current.
 
     Checks, both reading the lake as a stranger (a fresh DuckDB sharing nothing with the writer):
     ``frozen_lake_opens_read_only`` passes when it attaches read-only, has every table it was published
     with (and ``expected_tables``) and, with ``probe_files``, every data file opens;
     ``frozen_lake_matches_catalog`` passes when its snapshot is the catalog's latest and every table's
     row count equals the catalog's at that snapshot (a lake that is only behind fails with severity WARN).
+    While the published file is the one the asset verified (same ETag or local version), the checks use
+    that verification instead of probing every data file again.
     ``blocking`` makes failing checks stop downstream assets in the same run.
     """
     if keep_revisions < 1:
@@ -119,6 +143,7 @@ def build_publish_definitions(
 
     @dg.asset(
         key=frozen_key,
+        pool=pool or f"{name}_frozen_lake",
         deps=[dg.AssetKey(upstream_key)],
         required_resource_keys=resource_keys,
         group_name=group_name,
@@ -140,6 +165,8 @@ def build_publish_definitions(
             reader_data_path=reader_data_path,
             legacy_uri=legacy_uri,
             probe_files=probe_files,
+            self_contained=self_contained,
+            data_store=ObjectStore(settings.s3),
         )
         context.log.info(
             f"Published revision {result.revision.number} (snapshot {result.contents.snapshot_id}) to "
@@ -147,9 +174,26 @@ def build_publish_definitions(
         )
         for note in result.notes:
             context.log.warning(note)
-        return dg.MaterializeResult(
-            metadata=_publish_metadata(name, result), data_version=dg.DataVersion(str(result.contents.snapshot_id))
+        metadata = _publish_metadata(name, result)
+        published = store.stat_if_exists(publish_uri) if result.exposed else None
+        if published is not None and result.report is not None and url == publish_uri:
+            metadata[_VERIFIED] = dg.MetadataValue.json(
+                {"version": published.version, "report": report_to_json(result.report)}
+            )
+        return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(str(result.contents.snapshot_id)))
+
+    def verified_report(context: dg.AssetCheckExecutionContext, store: ObjectStore) -> StrangerReport | None:
+        """The asset's own verification of the published file, while that file is unchanged."""
+        event = context.instance.get_latest_materialization_event(frozen_key)
+        recorded = (
+            event.asset_materialization.metadata.get(_VERIFIED) if event and event.asset_materialization else None
         )
+        if recorded is None:
+            return None
+        current = store.stat_if_exists(publish_uri)
+        if current is None or current.version != recorded.value["version"]:
+            return None
+        return report_from_json(recorded.value["report"])
 
     def published_tables(context: dg.AssetCheckExecutionContext) -> list[str]:
         event = context.instance.get_latest_materialization_event(frozen_key)
@@ -164,7 +208,13 @@ def build_publish_definitions(
     def frozen_lake_opens_read_only(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         _, store = lake_and_store(context.resources, lake_resource_key, s3_resource_key)
         expected = published_tables(context)
-        report = verify_as_stranger(url, store.s3, expected, probe_files=probe_files)
+        report = verified_report(context, store)
+        if report is not None:
+            report = dataclasses.replace(
+                report, missing_tables=tuple(name for name in expected if name not in report.tables)
+            )
+        else:
+            report = verify_as_stranger(url, store.s3, expected, probe_files=probe_files)
         if report.ok:
             description = (
                 f"A stranger attached {url} read-only: revision {report.revision}, snapshot {report.snapshot_id}, "
@@ -184,7 +234,7 @@ def build_publish_definitions(
     )
     def frozen_lake_matches_catalog(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         settings, store = lake_and_store(context.resources, lake_resource_key, s3_resource_key)
-        report = verify_as_stranger(url, store.s3, probe_files=False)
+        report = verified_report(context, store) or verify_as_stranger(url, store.s3, probe_files=False)
         if not report.opened:
             return dg.AssetCheckResult(
                 passed=False, description="; ".join(report.problems()), metadata=_stranger_metadata(report)

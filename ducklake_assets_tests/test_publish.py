@@ -161,27 +161,41 @@ def test_a_files_only_lake_with_files_in_a_folder_and_on_s3_is_published_to_s3(t
     local_before = local_file.read_bytes()
 
     publish_uri = s3_bucket.uri("lakes/stations.ducklake")
-    result = publish_frozen_lake(str(catalog), publish_uri, store=ObjectStore(s3_settings))
+    with pytest.raises(PublishError, match="paths on this machine that no reader there can open") as refused:
+        publish_frozen_lake(str(catalog), publish_uri, store=ObjectStore(s3_settings))
+    assert str(local_file) in str(refused.value) and "self_contained=True" in str(refused.value)
+    assert s3_file not in str(refused.value), "S3 files are reachable from elsewhere"
+    assert [item["Key"] for item in s3_bucket.client().list_objects_v2(Bucket=s3_bucket.name)["Contents"]] == [
+        "exports/stations.2025-02.parquet"
+    ]
+
+    result = publish_frozen_lake(str(catalog), publish_uri, store=ObjectStore(s3_settings), self_contained=True)
 
     assert result.contents.tables == {"main.stations": 7}
+    assert len(result.files.copied) == 2
+    assert local_file.read_bytes() == local_before
+    s3_object_after = s3_bucket.client().head_object(Bucket=s3_bucket.name, Key="exports/stations.2025-02.parquet")
+    assert s3_object_after["ETag"] == s3_object_before["ETag"]
+    local_file.unlink()
+    s3_bucket.client().delete_object(Bucket=s3_bucket.name, Key="exports/stations.2025-02.parquet")
     report = verify_as_stranger(publish_uri, s3_settings, ["stations"])
     assert report.ok, report.problems()
     assert report.tables == {"main.stations": 7}
     connection = reader(publish_uri, s3_settings)
     connection.execute(result.attach_sql("stations"))
     assert connection.execute(
-        "SELECT region, count(*) FROM stations.stations GROUP BY region ORDER BY region"
-    ).fetchall() == [("north", 3), ("south", 4)]
+        "SELECT region, count(*), sum(station_id) FROM stations.stations GROUP BY region ORDER BY region"
+    ).fetchall() == [("north", 3, 3), ("south", 4, 18)]
     assert not any(path.is_file() for path in empty_data_path.rglob("*"))
-    assert local_file.read_bytes() == local_before
-    s3_object_after = s3_bucket.client().head_object(Bucket=s3_bucket.name, Key="exports/stations.2025-02.parquet")
-    assert s3_object_after["ETag"] == s3_object_before["ETag"]
     keys = sorted(item["Key"] for item in s3_bucket.client().list_objects_v2(Bucket=s3_bucket.name)["Contents"])
-    assert keys == [
-        "exports/stations.2025-02.parquet",
-        f"lakes/revisions/stations-r000001-s{result.contents.snapshot_id}.ducklake",
+    revision = f"lakes/revisions/stations-r000001-s{result.contents.snapshot_id}"
+    assert [key for key in keys if not key.startswith("lakes/stations/external/")] == [
+        f"{revision}.ducklake",
+        f"{revision}.files.json",
+        "lakes/revisions/stations-r000001.claim",
         "lakes/stations.ducklake",
     ]
+    assert len([key for key in keys if key.startswith("lakes/stations/external/")]) == 2
 
 
 def test_revisions_on_s3_keep_the_newest_and_time_travel_works(tmp_path, s3_bucket, s3_settings):
@@ -191,7 +205,7 @@ def test_revisions_on_s3_keep_the_newest_and_time_travel_works(tmp_path, s3_buck
     snapshots = []
     for round_number in range(4):
         snapshots.append(add_missions(settings, round_number * 10, 10))
-        result = publish_frozen_lake(settings, publish_uri, store=store, keep_revisions=2)
+        result = publish_frozen_lake(settings, publish_uri, store=store, keep_revisions=2, self_contained=True)
         assert result.revision.number == round_number + 1
 
     assert [(r.number, r.snapshot_id) for r in list_revisions(publish_uri, store)] == [
@@ -265,7 +279,8 @@ def test_readers_during_publications_always_get_a_complete_revision(tmp_path, wh
     settings = lake_settings(tmp_path / "lake")
     store = ObjectStore(s3)
     rows_at = {add_missions(settings, 0, 10): 10}
-    publish_frozen_lake(settings, publish_uri, store=store, keep_revisions=10)
+    remote = where == "s3"
+    publish_frozen_lake(settings, publish_uri, store=store, keep_revisions=10, self_contained=remote)
     downloaded: list[str] = []
     attached: list[tuple[int, int]] = []
     stop = threading.Event()
@@ -291,7 +306,7 @@ def test_readers_during_publications_always_get_a_complete_revision(tmp_path, wh
         for round_number in range(1, 5):
             snapshot = add_missions(settings, round_number * 10, 10)
             rows_at[snapshot] = (round_number + 1) * 10
-            publish_frozen_lake(settings, publish_uri, store=store, keep_revisions=10)
+            publish_frozen_lake(settings, publish_uri, store=store, keep_revisions=10, self_contained=remote)
     finally:
         stop.set()
         thread.join()
@@ -307,7 +322,7 @@ def test_an_unreachable_s3_endpoint_leaves_the_published_revision_in_place(tmp_p
     settings = lake_settings(tmp_path / "lake")
     add_missions(settings, 0, 10)
     publish_uri = s3_bucket.uri("lakes/space.ducklake")
-    publish_frozen_lake(settings, publish_uri, store=ObjectStore(s3_settings))
+    publish_frozen_lake(settings, publish_uri, store=ObjectStore(s3_settings), self_contained=True)
     before = ObjectStore(s3_settings).get_bytes(publish_uri)
     add_missions(settings, 10, 10)
     unreachable = S3Settings(

@@ -1,5 +1,6 @@
 """The ``frozen_lake`` asset and its checks, run by Dagster as a user runs them."""
 
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -70,7 +71,12 @@ def test_the_frozen_lake_on_s3_is_attached_with_the_line_its_metadata_shows(
 ):
     publish_uri = s3_bucket.uri("lakes/space.ducklake")
     defs = build_publish_definitions(
-        "space", publish_uri, lake_resource_key="space_ducklake", s3_resource_key="space_s3", keep_revisions=2
+        "space",
+        publish_uri,
+        lake_resource_key="space_ducklake",
+        s3_resource_key="space_s3",
+        keep_revisions=2,
+        self_contained=True,
     )
     resources = {"space_ducklake": lake_resource(tmp_path / "lake"), "space_s3": s3_resource}
     instance = dg.DagsterInstance.ephemeral()
@@ -93,6 +99,7 @@ def test_the_frozen_lake_on_s3_is_attached_with_the_line_its_metadata_shows(
         f"ATTACH 'ducklake:{s3_bucket.uri(f'lakes/revisions/space-r000003-s{snapshot_id}.ducklake')}' "
         'AS "space" (READ_ONLY)'
     )
+    assert metadata["files_copied"].value == 1 and metadata["files_reused"].value == 3, "only the new file"
     checks = checks_of(result)
     assert checks["frozen_lake_opens_read_only"].passed, checks["frozen_lake_opens_read_only"].description
     assert checks["frozen_lake_matches_catalog"].passed, checks["frozen_lake_matches_catalog"].description
@@ -100,9 +107,10 @@ def test_the_frozen_lake_on_s3_is_attached_with_the_line_its_metadata_shows(
         f"Snapshot {snapshot_id} and all 2 tables' row counts equal the catalog's."
     )
 
+    shutil.rmtree(tmp_path / "lake")
     connection = stranger(s3_settings)
     connection.execute(attach_sql)
-    assert connection.execute("SELECT count(*), max(mission_id) FROM space.missions").fetchone() == (30, 29)
+    assert connection.execute("SELECT count(*), sum(mission_id) FROM space.missions").fetchone() == (30, sum(range(30)))
     assert connection.execute(
         "SELECT count(*) FROM space.missions AT (VERSION => ?)", [snapshot_id - 1]
     ).fetchone() == (20,)
@@ -124,6 +132,7 @@ def test_a_folder_of_parquet_files_becomes_a_frozen_lake_on_s3(tmp_path, s3_buck
         data_path=str(tmp_path / "lake" / "data"),
         publish_uri=publish_uri,
         s3=s3_resource,
+        self_contained=True,
     )
 
     result = dg.materialize(
@@ -132,10 +141,39 @@ def test_a_folder_of_parquet_files_becomes_a_frozen_lake_on_s3(tmp_path, s3_buck
 
     assert all(check.passed for check in checks_of(result).values()), checks_of(result)
     metadata = result.asset_materializations_for_node("space__frozen_lake")[0].metadata
+    shutil.rmtree(parquet)
+    shutil.rmtree(tmp_path / "lake")
     connection = stranger(s3_settings)
     connection.execute(metadata["attach_sql"].value)
-    assert connection.execute("SELECT count(*), max(id) FROM space.missions").fetchone() == (150, 149)
-    assert connection.execute("SELECT count(*) FROM space.crew").fetchone() == (10,)
+    assert connection.execute("SELECT count(*), sum(id) FROM space.missions").fetchone() == (150, sum(range(150)))
+    assert connection.execute("SELECT count(*), sum(id) FROM space.crew").fetchone() == (10, 45)
+
+
+def test_a_frozen_lake_on_s3_of_local_files_is_refused_with_the_fix(tmp_path, s3_bucket, s3_resource):
+    parquet = tmp_path / "parquet"
+    parquet.mkdir()
+    duckdb.execute(f"COPY (SELECT range AS id FROM range(5)) TO {quote_literal(str(parquet / 'crew.parquet'))}")
+    defs = build_ducklake_pipeline(
+        name="space",
+        source=str(parquet),
+        catalog=str(tmp_path / "lake" / "space.ducklake"),
+        data_path=str(tmp_path / "lake" / "data"),
+        publish_uri=s3_bucket.uri("lakes/space.ducklake"),
+        s3=s3_resource,
+    )
+
+    result = dg.materialize(
+        [*defs.assets, *defs.asset_checks],
+        resources=defs.resources,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+    failure = next(event for event in result.all_events if event.is_step_failure)
+    message = failure.step_failure_data.error.to_string()
+    assert f"{parquet / 'crew.parquet'}" in message and "self_contained=True" in message
+    listed = s3_bucket.client().list_objects_v2(Bucket=s3_bucket.name).get("Contents", [])
+    assert [item["Key"] for item in listed] == [], "nothing was published"
 
 
 def test_a_pipeline_on_postgres_publishes_only_from_a_backup():
@@ -264,6 +302,7 @@ def test_a_frozen_lake_served_over_http_passes_both_checks(tmp_path):
             str(site / "space.ducklake"),
             lake_resource_key="space_ducklake",
             reader_url=f"{base_url}/space.ducklake",
+            self_contained=True,
         )
         result = publish_all(defs, dg.DagsterInstance.ephemeral(), resources=resources)
     metadata = result.asset_materializations_for_node("space__frozen_lake")[0].metadata

@@ -25,6 +25,14 @@ class StorageError(DuckLakeAssetsError):
     """A local folder or object store could not be listed, read or written."""
 
 
+class AlreadyExistsError(StorageError):
+    """A create-only write found the target already there (another writer claimed it first)."""
+
+
+class ChangedError(StorageError):
+    """A conditional replace found the target changed since it was read (another writer replaced it)."""
+
+
 class RegistrationError(DuckLakeAssetsError):
     """Source Parquet files could not be registered into the catalog."""
 

@@ -9,17 +9,21 @@ catalog or its data files:
    replayed and checkpointed, so the published file is one self-contained DuckDB file;
 2. the copy is rewritten so every data file resolves for a stranger: a data path relative to the
    writer's working folder becomes absolute (or the URL readers use), files registered by relative path
-   become absolute;
+   become absolute; with ``self_contained`` every data file is copied next to the published file (the
+   file-copy engine full backups use) and the copy points at those copies; a remote publication that
+   would reference paths on the writer's disk is refused;
 3. a catalog older than the running ``ducklake`` extension is migrated (the copy, never the catalog),
    because a read-only file cannot migrate itself when a newer client opens it; the unmigrated copy can
    be kept for old clients under another name;
-4. the copy is stamped with its revision number (table ``ducklake_assets_publication`` in the catalog
-   database) and uploaded as a revision, ``<folder>/revisions/<name>-r<n>-s<snapshot>.ducklake``;
-5. the revision is opened as a stranger would, and only then copied over ``publish_uri``, atomically:
-   at every moment ``publish_uri`` is one complete revision, never a partial file;
+4. a revision number is claimed atomically (a create-only marker), the copy is stamped with it (table
+   ``ducklake_assets_publication``) and created as ``<folder>/revisions/<name>-r<n>-s<snapshot>.ducklake``;
+5. the revision is opened as a stranger would, and only then copied over ``publish_uri``, atomically and
+   only if ``publish_uri`` still holds what was read a moment before (compare and swap) and is older:
+   at every moment ``publish_uri`` is one complete revision, never a partial file or an older one;
 6. old revisions are pruned, never the one ``publish_uri`` holds.
 """
 
+import json
 import os
 import re
 import shutil
@@ -30,10 +34,19 @@ from pathlib import Path
 
 import duckdb
 
-from .backup import MANIFEST_TABLE, fetch_backup, resolve_backup_file
+from .backup import DATA_FOLDER, MANIFEST_TABLE, fetch_backup, resolve_backup_file, store_key_sql
 from .catalog import DuckDBCatalog
-from .errors import BackupError, ConfigurationError, PublishError, StorageError, redact
+from .errors import (
+    AlreadyExistsError,
+    BackupError,
+    ChangedError,
+    ConfigurationError,
+    PublishError,
+    StorageError,
+    redact,
+)
 from .extensions import load_extensions
+from .files import catalog_files_sql
 from .lake import (
     LakeSettings,
     absolute_local_path,
@@ -48,9 +61,12 @@ from .s3 import S3Settings
 from .scratch import scratch_folder
 from .sql import qualified_name, quote_identifier, quote_literal
 from .storage import ObjectStore, join_uri
+from .sync import Checkpoint, SyncReport, Transfer, sync_files
 
 PUBLICATION_TABLE = "ducklake_assets_publication"
 REVISIONS_FOLDER = "revisions"
+CLAIM_SUFFIX = ".claim"
+_MAX_CLAIMS = 1000
 _STRANGER_ALIAS = "frozen"
 
 
@@ -89,6 +105,14 @@ class PublishResult:
     legacy_uri: str | None = None
     pruned: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    report: "StrangerReport | None" = None
+    superseded_by: int | None = None
+    files: SyncReport | None = None
+
+    @property
+    def exposed(self) -> bool:
+        """Whether ``publish_uri`` now holds this revision (``False`` when a newer one overtook it)."""
+        return self.superseded_by is None
 
     @property
     def migrated(self) -> bool:
@@ -132,6 +156,34 @@ class StrangerReport:
         if self.unreadable_files:
             found.append(f"data files a reader cannot open: {', '.join(self.unreadable_files)}")
         return found
+
+
+def report_to_json(report: StrangerReport) -> dict[str, object]:
+    """A stranger's report as plain JSON (kept in the asset's metadata so its checks can reuse it)."""
+    return {
+        "url": report.url,
+        "error": report.error,
+        "snapshot_id": report.snapshot_id,
+        "format_version": report.format_version,
+        "revision": report.revision,
+        "tables": report.tables,
+        "missing_tables": list(report.missing_tables),
+        "unreadable_files": list(report.unreadable_files),
+    }
+
+
+def report_from_json(values: dict) -> StrangerReport:
+    """The inverse of :func:`report_to_json`."""
+    return StrangerReport(
+        url=values["url"],
+        error=values.get("error"),
+        snapshot_id=values.get("snapshot_id"),
+        format_version=values.get("format_version"),
+        revision=values.get("revision"),
+        tables=dict(values.get("tables") or {}),
+        missing_tables=tuple(values.get("missing_tables") or ()),
+        unreadable_files=tuple(values.get("unreadable_files") or ()),
+    )
 
 
 def attach_statement(url: str, alias: str = _STRANGER_ALIAS) -> str:
@@ -184,6 +236,39 @@ def current_revision(publish_uri: str, s3: S3Settings | None = None) -> int | No
         connection.close()
 
 
+def claim_uri(publish_uri: str, number: int) -> str:
+    """The marker that claims revision ``number`` of ``publish_uri`` for one publisher (created only once)."""
+    _, stem = _split_name(publish_uri)
+    return join_uri(revisions_prefix(publish_uri), f"{stem}-r{number:06d}{CLAIM_SUFFIX}")
+
+
+def _next_number(publish_uri: str, store: ObjectStore) -> int:
+    """One more than the highest revision number claimed or published so far."""
+    prefix = revisions_prefix(publish_uri)
+    if not is_remote(prefix) and not Path(prefix).is_dir():
+        return 1
+    _, stem = _split_name(publish_uri)
+    pattern = re.compile(rf"{re.escape(stem)}-r(\d+)(?:-s\d+\.ducklake|{re.escape(CLAIM_SUFFIX)})")
+    numbers = [int(m[1]) for item in store.list_prefix(prefix) if (m := pattern.fullmatch(item.uri.rsplit("/", 1)[-1]))]
+    return max(numbers, default=0) + 1
+
+
+def _claim_number(publish_uri: str, store: ObjectStore, first: int, marker: Path) -> int:
+    """Claim the lowest free revision number from ``first`` on, atomically; a claim lost to another
+    publisher moves on to the next number."""
+    number = first
+    for _ in range(_MAX_CLAIMS):
+        try:
+            store.create_file(marker, claim_uri(publish_uri, number))
+            return number
+        except AlreadyExistsError:
+            number += 1
+    raise PublishError(
+        f"Could not claim a revision number for {publish_uri} after {_MAX_CLAIMS} attempts: too many publishers "
+        "at once. Limit the frozen_lake asset's concurrency pool, then publish again."
+    )
+
+
 def publish_frozen_lake(
     source: str | Path | LakeSettings,
     publish_uri: str,
@@ -195,44 +280,70 @@ def publish_frozen_lake(
     reader_data_path: str | None = None,
     legacy_uri: str | None = None,
     probe_files: bool = True,
+    self_contained: bool = False,
+    data_store: ObjectStore | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> PublishResult:
     """Publish a read-only copy of a DuckDB-file DuckLake catalog to ``publish_uri``.
 
-    ``source`` is a catalog file (a local path or ``s3://`` URI), a backup folder (its latest static
-    backup is published, checked against its checksum) or the ``LakeSettings`` of a lake whose catalog
-    is a DuckDB file. ``publish_uri`` is a local path or an ``s3://bucket/key``; ``store`` reaches it
-    (and a remote source). ``reader_url`` is where readers find
-    the file when it is not ``publish_uri`` itself (e.g. the ``https://`` URL of a served folder).
+    Args:
+        source: a catalog file (a local path or ``s3://`` URI), a backup folder (its latest static backup
+            is published, checked against its checksum) or the ``LakeSettings`` of a lake whose catalog
+            is a DuckDB file.
+        publish_uri: a local path or an ``s3://bucket/key``; ``store`` reaches it (and a remote source).
+        keep_revisions: revisions kept, besides the one ``publish_uri`` holds.
+        reader_url: where readers find the file when it is not ``publish_uri`` itself (e.g. the
+            ``https://`` URL of a served folder).
+        data_path: the lake's data folder when the catalog's own entry should not be trusted (taken from
+            ``LakeSettings`` when given).
+        reader_data_path: replaces it in the published copy, e.g. the ``https://`` or ``s3://``
+            location where readers find the data folder.
+        legacy_uri: receives the unmigrated copy for old clients when the catalog's format is older
+            than the running extension.
+        probe_files: ``False`` skips opening every data file when the revision is verified (for lakes
+            whose files this machine cannot read).
+        self_contained: copy every data file the lake references next to it (``<folder>/<name>/``),
+            incrementally with the engine full backups use, so the frozen lake is complete on its own
+            wherever it is published. ``data_store`` reaches the data files (default: ``store``).
+        checkpoint: called as ``checkpoint(step, detail)`` after each step (tests line publishers up).
 
-    ``data_path`` is the lake's data folder when the catalog's own entry should not be trusted (taken
-    from ``LakeSettings`` when given); ``reader_data_path`` replaces it in the published copy, e.g. with
-    the ``https://`` or ``s3://`` location where readers find the data folder. ``legacy_uri``, when the
-    catalog's format is older than the running extension, receives the unmigrated copy for old clients.
-    ``probe_files=False`` skips opening every data file when the revision is verified (for lakes whose
-    files this machine cannot read).
+    Revision numbers are claimed atomically (a create-only marker per number: an exclusive create
+    locally, ``If-None-Match: *`` on S3), so two publishers never share one; the stable file is replaced
+    only if it still holds what was read before (a lock locally, ``If-Match`` on its ETag on S3) and
+    only by a newer revision. A publication overtaken by a newer one keeps its revision (its pinned URL
+    works) and leaves the stable file to the newer one. A remote publication whose data files are local
+    paths is refused: no reader elsewhere could read them.
 
-    Keeps ``keep_revisions`` revisions and the one ``publish_uri`` holds. Raises ``PublishError`` when
-    the catalog cannot be copied, migrated or verified, or the destination cannot be written; then the
-    revision ``publish_uri`` holds is left exactly as it was.
+    Raises ``PublishError`` when the catalog cannot be copied, migrated or verified, or the destination
+    cannot be written; then the revision ``publish_uri`` holds is left exactly as it was.
     """
     if keep_revisions < 1:
         raise ConfigurationError(f"keep_revisions must be at least 1, not {keep_revisions}")
     store = store or ObjectStore()
+    data_store = data_store or store
     secrets = store.s3.secrets() if store.s3 else []
     publish_uri = absolute_local_path(publish_uri)
     reader_url = reader_url or publish_uri
     unchanged = f"{publish_uri} is left as it was."
+    step = checkpoint or (lambda step, detail: None)
     try:
-        existing = list_revisions(publish_uri, store)
+        first_free = _next_number(publish_uri, store)
     except StorageError as error:
         raise PublishError(f"Cannot publish the frozen lake to {publish_uri}: {error}. {unchanged}") from None
-    number = existing[-1].number + 1 if existing else 1
+    step("listed", publish_uri)
     with scratch_folder("publish") as folder:
         copy = folder / "frozen.ducklake"
         described, settings_data_path = _fetch_source(source, store, copy)
         data_path = data_path or settings_data_path
         resolved_data_path = _make_references_absolute(copy, described, data_path, reader_data_path)
-        legacy_copy = Path(folder) / "legacy.ducklake" if legacy_uri else None
+        files = None
+        if self_contained:
+            resolved_data_path, files = _copy_files_beside(
+                copy, described, publish_uri, reader_url, resolved_data_path, data_store, store, checkpoint
+            )
+        else:
+            _refuse_unreachable_files(copy, described, reader_url, reader_data_path)
+        legacy_copy = folder / "legacy.ducklake" if legacy_uri else None
         remote_data = bool(resolved_data_path and is_remote(resolved_data_path))
         source_version, contents = _migrate_if_older(copy, described, legacy_copy, remote_data)
         notes = []
@@ -242,12 +353,23 @@ def publish_frozen_lake(
                 "the format of the running ducklake extension."
             )
             legacy_copy = None
+        marker = folder / "claim.json"
+        marker.write_text(
+            json.dumps({"snapshot_id": contents.snapshot_id, "claimed_at": datetime.now(UTC).isoformat()})
+        )
+        try:
+            number = _claim_number(publish_uri, store, first_free, marker)
+        except StorageError as error:
+            raise PublishError(f"Cannot publish the frozen lake to {publish_uri}: {error}. {unchanged}") from None
+        step("claimed", str(number))
         for path in (copy, legacy_copy):
             if path is not None:
                 _stamp(path, number, contents.snapshot_id)
         revision_location = revision_uri(publish_uri, number, contents.snapshot_id)
         try:
-            stored = store.put_file(copy, revision_location)
+            stored = store.create_file(copy, revision_location)
+            if files is not None:
+                store.put_bytes(_files_index_json(files, publish_uri), files_index_uri(revision_location))
         except StorageError as error:
             raise PublishError(f"Cannot publish the frozen lake to {publish_uri}: {error}. {unchanged}") from None
         report = verify_as_stranger(revision_location, store.s3, contents.tables, probe_files=probe_files)
@@ -261,11 +383,17 @@ def publish_frozen_lake(
                 + redact("; ".join(problems), secrets)
                 + f". {unchanged}"
             )
+        step("verified", revision_location)
         try:
-            store.put_file(copy, publish_uri)
+            superseded_by = _expose(copy, publish_uri, store, number)
         except StorageError as error:
             raise PublishError(f"Cannot publish the frozen lake to {publish_uri}: {error}. {unchanged}") from None
-        if legacy_copy is not None:
+        if superseded_by is not None:
+            notes.append(
+                f"Revision {number} was not made current: revision {superseded_by}, published meanwhile, is "
+                f"newer. Revision {number} stays readable at {revision_location}."
+            )
+        if legacy_copy is not None and superseded_by is None:
             try:
                 store.put_file(legacy_copy, absolute_local_path(legacy_uri))
             except StorageError as error:
@@ -284,10 +412,134 @@ def publish_frozen_lake(
         contents=contents,
         source_format_version=source_version,
         data_path=resolved_data_path,
-        legacy_uri=absolute_local_path(legacy_uri) if legacy_copy is not None else None,
+        legacy_uri=absolute_local_path(legacy_uri) if legacy_copy is not None and superseded_by is None else None,
         pruned=tuple(pruned),
         notes=tuple(notes),
+        report=report,
+        superseded_by=superseded_by,
+        files=files,
     )
+
+
+def _expose(copy: Path, publish_uri: str, store: ObjectStore, number: int) -> int | None:
+    """Make revision ``number`` the one ``publish_uri`` holds, unless a newer one got there first.
+
+    Returns the newer revision's number when it did. The stable file is read, then replaced only if it
+    is still what was read (compare and swap), so of two racing publishers the higher number wins.
+    """
+    for _ in range(_MAX_CLAIMS):
+        current = store.stat_if_exists(publish_uri)
+        held = current_revision(publish_uri, store.s3) if current is not None else None
+        if held is not None and held > number:
+            return held
+        try:
+            store.replace_file(copy, publish_uri, current)
+            return None
+        except ChangedError:
+            continue
+    raise PublishError(f"{publish_uri} kept changing while revision {number} was being made current")
+
+
+def files_index_uri(revision_location: str) -> str:
+    """The list of data files a self-contained revision references, beside it."""
+    return revision_location.removesuffix(".ducklake") + ".files.json"
+
+
+def files_folder(publish_uri: str) -> str:
+    """Where a self-contained lake keeps its data files: ``<folder>/<name>/`` beside ``publish_uri``."""
+    folder, stem = _split_name(publish_uri)
+    return join_uri(folder, stem)
+
+
+def _files_index_json(files: SyncReport, publish_uri: str) -> bytes:
+    root = files_folder(publish_uri) + "/"
+    entries = [[item.uri.removeprefix(root), item.size, item.etag] for item in files.files()]
+    return json.dumps({"format": "ducklake-assets-publication-files/1", "files": entries}).encode()
+
+
+def _copy_files_beside(
+    copy: Path,
+    described: str,
+    publish_uri: str,
+    reader_url: str,
+    data_path: str | None,
+    data_store: ObjectStore,
+    store: ObjectStore,
+    checkpoint: Checkpoint | None,
+) -> tuple[str, SyncReport]:
+    """Copy every data file of the lake next to the published file and point the copy at those copies.
+
+    Files under the data path go to ``<name>/data/`` (the copy's new data path, as readers reach it),
+    the others to ``<name>/external/``. Files already there with the same size are not copied again.
+    """
+    target_root = files_folder(publish_uri)
+    reader_root = files_folder(reader_url)
+    if not data_path:
+        raise PublishError(f"{described} records no data path, so its files cannot be copied; pass data_path")
+    connection = new_connection(database=str(copy))
+    try:
+        (database,) = connection.execute("SELECT current_database()").fetchone()
+        connection.execute(
+            f"CREATE TEMPORARY TABLE publication_files AS SELECT *, {store_key_sql('path', '$data_path')} AS key "
+            f"FROM ({catalog_files_sql(database)})",
+            {"data_path": data_path},
+        )
+        rows = connection.execute("SELECT DISTINCT path, key, size FROM publication_files ORDER BY key").fetchall()
+        transfers = [Transfer(path, join_uri(target_root, key), size) for path, key, size in rows]
+        externals = {t.source.rsplit("/", 1)[0] for t in transfers if not t.source.startswith(data_path)}
+        try:
+            report = sync_files(
+                transfers,
+                source=data_store,
+                target=store,
+                source_prefixes=[data_path, *externals],
+                target_prefixes=[target_root],
+                checkpoint=checkpoint,
+            )
+        except StorageError as error:
+            raise PublishError(
+                f"Could not copy the data files of {described} next to {publish_uri}: {error}. "
+                f"{publish_uri} is left as it was."
+            ) from None
+        for table, key, kind in (
+            ("ducklake_data_file", "data_file_id", "data"),
+            ("ducklake_delete_file", "delete_file_id", "delete"),
+        ):
+            connection.execute(
+                f"UPDATE {quote_identifier(table)} AS f SET path = $root || m.key, path_is_relative = false "
+                f"FROM publication_files AS m WHERE m.kind = $kind AND m.file_id = f.{quote_identifier(key)} "
+                "AND NOT m.relative",
+                {"root": reader_root + "/", "kind": kind},
+            )
+        new_data_path = join_uri(reader_root, DATA_FOLDER) + "/"
+        connection.execute(
+            "UPDATE ducklake_metadata SET value = ? WHERE scope IS NULL AND key = 'data_path'", [new_data_path]
+        )
+        connection.execute("CHECKPOINT")
+    finally:
+        connection.close()
+    return new_data_path, report
+
+
+def _refuse_unreachable_files(copy: Path, described: str, reader_url: str, reader_data_path: str | None) -> None:
+    """A lake read from elsewhere (S3, HTTP) cannot reference files by a path on the writer's disk."""
+    if not is_remote(reader_url):
+        return
+    connection = new_connection(database=str(copy))
+    try:
+        (database,) = connection.execute("SELECT current_database()").fetchone()
+        rows = connection.execute(f"SELECT DISTINCT path FROM ({catalog_files_sql(database)}) ORDER BY 1").fetchall()
+    finally:
+        connection.close()
+    local = [path for (path,) in rows if not is_remote(path)]
+    if local:
+        shown = ", ".join(local[:5]) + (f" and {len(local) - 5} more" if len(local) > 5 else "")
+        raise PublishError(
+            f"{described} would be published to {reader_url}, but {len(local)} of its data files are paths on this "
+            f"machine that no reader there can open: {shown}. Publish with self_contained=True (the files are "
+            "copied next to the frozen lake), or put the data files where readers reach them and pass "
+            f"reader_data_path{'' if reader_data_path else ''}. {reader_url} is left as it was."
+        )
 
 
 def verify_as_stranger(
@@ -627,7 +879,8 @@ def _unreadable_files(connection: duckdb.DuckDBPyConnection, tables: dict[str, i
 def prune_revisions(publish_uri: str, store: ObjectStore, keep_revisions: int) -> list[str]:
     """Delete revisions beyond the newest ``keep_revisions``, never the one ``publish_uri`` holds.
 
-    Returns the deleted URIs. Raises ``PublishError`` (having deleted nothing more) when the revision
+    A self-contained lake's data files go with the last kept revision that lists them. Returns the
+    deleted revision URIs. Raises ``PublishError`` (having deleted nothing more) when the revision
     ``publish_uri`` holds cannot be read, or a revision cannot be deleted.
     """
     if keep_revisions < 1:
@@ -638,14 +891,33 @@ def prune_revisions(publish_uri: str, store: ObjectStore, keep_revisions: int) -
     pruned: list[str] = []
     try:
         revisions = list_revisions(publish_uri, store)
-        kept = {revision.number for revision in revisions[-keep_revisions:]} | {current}
-        for revision in revisions:
-            if revision.number not in kept:
-                store.delete(revision.uri)
-                pruned.append(revision.uri)
+        kept_numbers = {revision.number for revision in revisions[-keep_revisions:]} | {current}
+        kept = [revision for revision in revisions if revision.number in kept_numbers]
+        removed = [revision for revision in revisions if revision.number not in kept_numbers]
+        if not removed:
+            return []
+        needed = set().union(*(_revision_files(revision.uri, publish_uri, store) for revision in kept))
+        released = set().union(*(_revision_files(revision.uri, publish_uri, store) for revision in removed))
+        for revision in removed:
+            store.delete_many([revision.uri, files_index_uri(revision.uri), claim_uri(publish_uri, revision.number)])
+            pruned.append(revision.uri)
+        store.delete_many(sorted(released - needed))
     except StorageError as error:
         raise PublishError(f"Old revisions were not all pruned (deleted {len(pruned)}): {error}") from None
     return pruned
+
+
+def _revision_files(revision_location: str, publish_uri: str, store: ObjectStore) -> set[str]:
+    """The data files of a self-contained revision, from the index beside it (none for other revisions)."""
+    uri = files_index_uri(revision_location)
+    if not store.exists(uri):
+        return set()
+    try:
+        index = json.loads(store.get_bytes(uri))
+        root = files_folder(publish_uri)
+        return {join_uri(root, key) for key, _, _ in index["files"]}
+    except (ValueError, KeyError, TypeError) as error:
+        raise StorageError(f"the file index {uri} is not valid ({error})") from None
 
 
 def _delete_quietly(store: ObjectStore, uri: str) -> None:

@@ -6,6 +6,8 @@ uploaded in one PUT or one multipart upload, which S3 exposes only once complete
 object or the complete new one.
 """
 
+import contextlib
+import fcntl
 import fnmatch
 import os
 import shutil
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from .errors import StorageError
+from .errors import AlreadyExistsError, ChangedError, StorageError
 from .lake import is_remote
 from .s3 import S3Settings
 from .scratch import is_abandoned, temp_name
@@ -28,12 +30,17 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class StoredObject:
-    """One file or object: its URI, size in bytes, last-modified time (UTC) and, on S3, its ETag."""
+    """One file or object: its URI, size in bytes, last-modified time (UTC) and, on S3, its ETag.
+
+    ``version`` (from :meth:`ObjectStore.stat`) changes whenever the object is replaced: the ETag on S3,
+    inode, size and modification time locally. :meth:`ObjectStore.replace_file` compares it.
+    """
 
     uri: str
     size: int
     modified: datetime
     etag: str | None = None
+    version: str | None = None
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -164,10 +171,97 @@ class ObjectStore:
                 stat = Path(uri).expanduser().stat()
             except OSError as error:
                 raise StorageError(f"Cannot read {uri}: {error.strerror}") from None
-            return StoredObject(uri, stat.st_size, _utc(stat.st_mtime))
+            version = f"{stat.st_ino:x}-{stat.st_size:x}-{stat.st_mtime_ns:x}"
+            return StoredObject(uri, stat.st_size, _utc(stat.st_mtime), None, version)
         bucket, key = split_s3_uri(uri)
         head = self._s3_call(uri, "read", lambda: self.client().head_object(Bucket=bucket, Key=key))
-        return StoredObject(uri, head["ContentLength"], head["LastModified"], head.get("ETag", "").strip('"') or None)
+        etag = head.get("ETag", "").strip('"') or None
+        return StoredObject(uri, head["ContentLength"], head["LastModified"], etag, head.get("ETag"))
+
+    def stat_if_exists(self, uri: str) -> StoredObject | None:
+        """Like :meth:`stat`, ``None`` when there is nothing at ``uri``."""
+        if not is_remote(uri) and not Path(uri).expanduser().is_file():
+            return None
+        try:
+            return self.stat(uri)
+        except StorageError as error:
+            if "no such object" in str(error) or not is_remote(uri):
+                return None
+            raise
+
+    def create_file(self, source: str | Path, uri: str) -> StoredObject:
+        """Write local file ``source`` to ``uri`` only if nothing is there yet, atomically.
+
+        Raises :class:`AlreadyExistsError` when another writer got there first. Locally the file is
+        written under a temporary name and hard-linked to ``uri`` (which fails if ``uri`` exists); on S3
+        it is one PUT with ``If-None-Match: *``.
+        """
+        source = Path(source)
+        if not is_remote(uri):
+            target = Path(uri).expanduser()
+            temp = target.with_name(temp_name(target.name))
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, temp)
+                os.chmod(temp, 0o644)
+                with open(temp, "rb") as handle:
+                    os.fsync(handle.fileno())
+                os.link(temp, target)
+            except FileExistsError:
+                raise AlreadyExistsError(f"Cannot create {uri}: it already exists") from None
+            except OSError as error:
+                raise StorageError(f"Cannot write {uri}: {error.strerror or error}") from None
+            finally:
+                temp.unlink(missing_ok=True)
+            return self.stat(str(target))
+        bucket, key = split_s3_uri(uri)
+        with open(source, "rb") as body:
+            self._conditional_put(
+                uri, lambda: self.client().put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
+            )
+        return self.stat(uri)
+
+    def replace_file(self, source: str | Path, uri: str, expected: StoredObject | None) -> StoredObject:
+        """Replace ``uri`` with local file ``source`` only if it is still ``expected`` (``None``: still absent).
+
+        Raises :class:`ChangedError` when another writer replaced (or created) it since ``expected`` was
+        read. Locally the check and the rename happen under an exclusive lock on a lock file beside
+        ``uri``; on S3 it is one PUT with ``If-Match`` on the expected ETag (``If-None-Match: *``).
+        """
+        source = Path(source)
+        if not is_remote(uri):
+            target = Path(uri).expanduser()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with self._locked(target):
+                current = self.stat_if_exists(str(target))
+                if (current.version if current else None) != (expected.version if expected else None):
+                    raise ChangedError(f"Cannot replace {uri}: another writer replaced it meanwhile")
+                return self.put_file(source, str(target))
+        bucket, key = split_s3_uri(uri)
+        condition = {"IfMatch": expected.version} if expected else {"IfNoneMatch": "*"}
+        with open(source, "rb") as body:
+            self._conditional_put(
+                uri, lambda: self.client().put_object(Bucket=bucket, Key=key, Body=body, **condition), replace=True
+            )
+        return self.stat(uri)
+
+    def _conditional_put(self, uri: str, call: Callable[[], object], replace: bool = False) -> None:
+        try:
+            self._s3_call(uri, "write", lambda: _raise_precondition(call))
+        except _PreconditionFailed:
+            if replace:
+                raise ChangedError(f"Cannot replace {uri}: another writer replaced it meanwhile") from None
+            raise AlreadyExistsError(f"Cannot create {uri}: it already exists") from None
+
+    @contextlib.contextmanager
+    def _locked(self, target: Path):
+        lock = target.with_name(f".{target.name}.lock")
+        with open(lock, "a") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def put_file(self, source: str | Path, uri: str) -> StoredObject:
         """Copy local file ``source`` to ``uri`` atomically; returns what was written."""
@@ -264,6 +358,25 @@ class ObjectStore:
         for uri in stale:
             self.delete(uri)
         return stale
+
+
+class _PreconditionFailed(Exception):
+    pass
+
+
+def _raise_precondition(call: Callable[[], object]) -> object:
+    """Run an S3 call, turning a failed condition (412, or 409 for a concurrent conditional write) into
+    :class:`_PreconditionFailed`."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return call()
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+            raise _PreconditionFailed() from None
+        raise
 
 
 def _utc(timestamp: float) -> datetime:
