@@ -60,12 +60,17 @@ from .lake import (
 from .s3 import S3Settings
 from .scratch import scratch_folder
 from .sql import qualified_name, quote_identifier, quote_literal
-from .storage import ObjectStore, join_uri
+from .storage import ObjectStore, StoredObject, join_uri
 from .sync import Checkpoint, SyncReport, Transfer, sync_files
 
 PUBLICATION_TABLE = "ducklake_assets_publication"
 REVISIONS_FOLDER = "revisions"
 CLAIM_SUFFIX = ".claim"
+_REVISION_METADATA = "ducklake-revision"
+CHANGED_WHILE_READ = (
+    "the file was replaced by a newer revision while it was being read (DuckDB's ETag check refused to mix "
+    "two revisions); attach it again, or attach a pinned revision for long sessions"
+)
 _MAX_CLAIMS = 1000
 _STRANGER_ALIAS = "frozen"
 
@@ -230,7 +235,7 @@ def current_revision(publish_uri: str, s3: S3Settings | None = None) -> int | No
         connection.execute(f"ATTACH {quote_literal(_local_or_url(publish_uri))} AS published (READ_ONLY)")
         row = connection.execute(f"SELECT max(revision) FROM published.main.{quote_identifier(PUBLICATION_TABLE)}")
         return row.fetchone()[0]
-    except duckdb.Error:
+    except (duckdb.Error, UnicodeDecodeError):
         return None
     finally:
         connection.close()
@@ -425,19 +430,31 @@ def _expose(copy: Path, publish_uri: str, store: ObjectStore, number: int) -> in
     """Make revision ``number`` the one ``publish_uri`` holds, unless a newer one got there first.
 
     Returns the newer revision's number when it did. The stable file is read, then replaced only if it
-    is still what was read (compare and swap), so of two racing publishers the higher number wins.
+    is still what was read (compare and swap), so of two racing publishers the higher number wins. On
+    S3 the revision number travels in the object's metadata, read with its ETag in one request: the
+    stable object is never opened while another publisher may be replacing it.
     """
     for _ in range(_MAX_CLAIMS):
         current = store.stat_if_exists(publish_uri)
-        held = current_revision(publish_uri, store.s3) if current is not None else None
+        held = _held_revision(publish_uri, store, current)
         if held is not None and held > number:
             return held
         try:
-            store.replace_file(copy, publish_uri, current)
+            store.replace_file(copy, publish_uri, current, metadata={_REVISION_METADATA: str(number)})
             return None
         except ChangedError:
             continue
     raise PublishError(f"{publish_uri} kept changing while revision {number} was being made current")
+
+
+def _held_revision(publish_uri: str, store: ObjectStore, current: StoredObject | None) -> int | None:
+    """The revision number the stable file holds: from its S3 metadata, else read from the file."""
+    if current is None:
+        return None
+    recorded = (current.metadata or {}).get(_REVISION_METADATA)
+    if recorded is not None and recorded.isdigit():
+        return int(recorded)
+    return current_revision(publish_uri, store.s3)
 
 
 def files_index_uri(revision_location: str) -> str:
@@ -564,6 +581,8 @@ def verify_as_stranger(
             connection.execute(attach_statement(_local_or_url(url), _STRANGER_ALIAS))
         except duckdb.Error as error:
             return StrangerReport(url=url, error=redact(str(error), secrets))
+        except UnicodeDecodeError:
+            return StrangerReport(url=url, error=CHANGED_WHILE_READ)
         contents = lake_contents(connection, _STRANGER_ALIAS)
         revision = _read_revision(connection)
         expected = sorted({table_key(name) for name in expected_tables})
@@ -580,6 +599,8 @@ def verify_as_stranger(
         )
     except duckdb.Error as error:
         return StrangerReport(url=url, error=redact(str(error), secrets))
+    except UnicodeDecodeError:
+        return StrangerReport(url=url, error=CHANGED_WHILE_READ)
     finally:
         connection.close()
 
@@ -885,7 +906,10 @@ def prune_revisions(publish_uri: str, store: ObjectStore, keep_revisions: int) -
     """
     if keep_revisions < 1:
         raise ConfigurationError(f"keep_revisions must be at least 1, not {keep_revisions}")
-    current = current_revision(publish_uri, store.s3)
+    try:
+        current = _held_revision(publish_uri, store, store.stat_if_exists(publish_uri))
+    except StorageError:
+        current = None
     if current is None:
         raise PublishError(f"Old revisions were not pruned: cannot read which revision {publish_uri} holds.")
     pruned: list[str] = []

@@ -41,6 +41,7 @@ class StoredObject:
     modified: datetime
     etag: str | None = None
     version: str | None = None
+    metadata: "dict[str, str] | None" = None
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -176,7 +177,9 @@ class ObjectStore:
         bucket, key = split_s3_uri(uri)
         head = self._s3_call(uri, "read", lambda: self.client().head_object(Bucket=bucket, Key=key))
         etag = head.get("ETag", "").strip('"') or None
-        return StoredObject(uri, head["ContentLength"], head["LastModified"], etag, head.get("ETag"))
+        return StoredObject(
+            uri, head["ContentLength"], head["LastModified"], etag, head.get("ETag"), dict(head.get("Metadata") or {})
+        )
 
     def stat_if_exists(self, uri: str) -> StoredObject | None:
         """Like :meth:`stat`, ``None`` when there is nothing at ``uri``."""
@@ -221,8 +224,13 @@ class ObjectStore:
             )
         return self.stat(uri)
 
-    def replace_file(self, source: str | Path, uri: str, expected: StoredObject | None) -> StoredObject:
+    def replace_file(
+        self, source: str | Path, uri: str, expected: StoredObject | None, metadata: dict[str, str] | None = None
+    ) -> StoredObject:
         """Replace ``uri`` with local file ``source`` only if it is still ``expected`` (``None``: still absent).
+
+        ``metadata`` is stored with an S3 object (``x-amz-meta-*``) and read back by :meth:`stat`, so a
+        reader learns what the object holds from the same request that gives its ETag.
 
         Raises :class:`ChangedError` when another writer replaced (or created) it since ``expected`` was
         read. Locally the check and the rename happen under an exclusive lock on a lock file beside
@@ -238,7 +246,9 @@ class ObjectStore:
                     raise ChangedError(f"Cannot replace {uri}: another writer replaced it meanwhile")
                 return self.put_file(source, str(target))
         bucket, key = split_s3_uri(uri)
-        condition = {"IfMatch": expected.version} if expected else {"IfNoneMatch": "*"}
+        condition: dict[str, object] = {"IfMatch": expected.version} if expected else {"IfNoneMatch": "*"}
+        if metadata:
+            condition["Metadata"] = metadata
         with open(source, "rb") as body:
             self._conditional_put(
                 uri, lambda: self.client().put_object(Bucket=bucket, Key=key, Body=body, **condition), replace=True
