@@ -697,7 +697,7 @@ def create_backup(
             step("exposed-manifest", versioned)
             written = store.put_file(path, versioned)
             step("exposed-backup", versioned)
-            exposed.append(store.put_file(path, latest_uri(backup_uri)))
+            exposed.append(store.copy_within(versioned, latest_uri(backup_uri)))
             step("exposed-latest-file", versioned)
             exposed.append(store.put_bytes(manifest_json, manifest_uri_for(latest_uri(backup_uri))))
             step("exposed-latest-pointer", versioned)

@@ -884,7 +884,7 @@ def _unreadable_files(connection: duckdb.DuckDBPyConnection, tables: dict[str, i
     if not files:
         return []
     try:
-        connection.execute("SELECT count(*) FROM parquet_file_metadata(?)", [files]).fetchone()
+        connection.execute(f"SELECT count(*) FROM parquet_file_metadata({_list_literal(files)})").fetchone()
         return []
     except duckdb.Error:
         pass
@@ -895,6 +895,15 @@ def _unreadable_files(connection: duckdb.DuckDBPyConnection, tables: dict[str, i
         except duckdb.Error:
             unreadable.append(path)
     return unreadable
+
+
+def _list_literal(values: list[str]) -> str:
+    """``['a', 'b']`` as one SQL list literal, each value quoted by the one quoting helper.
+
+    A table function's list argument cannot be bound as one parameter without DuckDB converting every
+    Python element on its own (and trying to import pandas for each); one literal is read in one pass.
+    """
+    return "[" + ", ".join(quote_literal(value) for value in values) + "]"
 
 
 def prune_revisions(publish_uri: str, store: ObjectStore, keep_revisions: int) -> list[str]:

@@ -204,11 +204,7 @@ class ObjectStore:
             target = Path(uri).expanduser()
             temp = target.with_name(temp_name(target.name))
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, temp)
-                os.chmod(temp, 0o644)
-                with open(temp, "rb") as handle:
-                    os.fsync(handle.fileno())
+                _stage_local(source, temp)
                 os.link(temp, target)
             except FileExistsError:
                 raise AlreadyExistsError(f"Cannot create {uri}: it already exists") from None
@@ -281,11 +277,7 @@ class ObjectStore:
             target = Path(uri).expanduser()
             temp = target.with_name(temp_name(target.name))
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, temp)
-                os.chmod(temp, 0o644)
-                with open(temp, "rb") as handle:
-                    os.fsync(handle.fileno())
+                _stage_local(source, temp)
                 os.replace(temp, target)
             except OSError as error:
                 temp.unlink(missing_ok=True)
@@ -298,6 +290,22 @@ class ObjectStore:
         if written.size != size:
             raise StorageError(f"Upload to {uri} is incomplete: {written.size} of {size} bytes arrived")
         return written
+
+    def copy_within(self, source_uri: str, uri: str) -> StoredObject:
+        """Copy one stored file to another place of the same store, atomically; on S3 server-side, so the
+        bytes never travel through this machine. The copy is independent of its source (no hard link)."""
+        if not is_remote(uri):
+            return self.put_file(Path(source_uri).expanduser(), uri)
+        bucket, key = split_s3_uri(uri)
+        source_bucket, source_key = split_s3_uri(source_uri)
+        self._s3_call(
+            uri,
+            "write",
+            lambda: self.client().copy_object(
+                Bucket=bucket, Key=key, CopySource={"Bucket": source_bucket, "Key": source_key}
+            ),
+        )
+        return self.stat(uri)
 
     def put_bytes(self, data: bytes, uri: str) -> StoredObject:
         with tempfile.TemporaryDirectory() as folder:
@@ -368,6 +376,15 @@ class ObjectStore:
         for uri in stale:
             self.delete(uri)
         return stale
+
+
+def _stage_local(source: Path, temp: Path) -> None:
+    """Copy ``source`` to the temporary file ``temp`` (creating its folder), readable by all, synced to disk."""
+    temp.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, temp)
+    os.chmod(temp, 0o644)
+    with open(temp, "rb") as handle:
+        os.fsync(handle.fileno())
 
 
 class _PreconditionFailed(Exception):
