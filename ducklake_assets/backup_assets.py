@@ -137,6 +137,7 @@ def build_backup_definitions(
     freshness_fail_window: timedelta | None = timedelta(hours=26),
     freshness_warn_window: timedelta | None = None,
     group_name: str | None = None,
+    pool: str | None = None,
 ) -> dg.Definitions:
     """Static backups of the lake behind resource ``lake_resource_key`` (a ``DuckLakeResource``).
 
@@ -145,7 +146,9 @@ def build_backup_definitions(
     ``s3_resource_key``, else the lake's own S3 settings), keeping ``keep_last`` backups and/or those younger
     than ``keep_within``; ``storage_version`` is the DuckDB storage version of the file (default DuckDB's).
     ``mode`` is ``"full"`` (the catalog and a copy of every data file it references, incrementally) or
-    ``"metadata"`` (the catalog only).
+    ``"metadata"`` (the catalog only). The asset runs in the concurrency pool ``pool`` (default
+    ``<name>_static_backup``): give it a limit of 1 (``dagster instance concurrency set
+    <name>_static_backup 1``) so two backups never share the store at once.
 
     Checks: ``backup_is_fresh`` passes when the backup holds the catalog's latest snapshot, or lags by at
     most ``max_snapshot_lag`` snapshots none of which waited longer than ``max_age``;
@@ -171,6 +174,7 @@ def build_backup_definitions(
 
     @dg.asset(
         key=backup_key,
+        pool=pool or f"{name}_static_backup",
         deps=[dg.AssetKey([name, "catalog_snapshot"])],
         required_resource_keys=resource_keys,
         freshness_policy=freshness,

@@ -303,6 +303,7 @@ def test_the_definitions_carry_a_schedule_a_freshness_policy_and_refuse_bad_sett
     assert spec.key == BACKUP_KEY
     assert spec.freshness_policy.fail_window.to_timedelta() == timedelta(hours=30)
     assert [dep.asset_key for dep in spec.deps] == [dg.AssetKey(["lake", "catalog_snapshot"])]
+    assert defs.assets[0].op.pool == "lake_static_backup", "two backups of one store can be kept apart"
     assert build_backup_definitions("lake", str(tmp_path / "b")).schedules == []
     with pytest.raises(ConfigurationError, match="keep_last must be at least 1"):
         build_backup_definitions("lake", str(tmp_path / "b"), keep_last=0)

@@ -334,3 +334,10 @@ def test_a_missing_bucket_fails_the_materialization_with_a_clear_message(tmp_pat
 def test_bad_settings_are_refused_when_the_definitions_are_built():
     with pytest.raises(ConfigurationError, match="keep_revisions must be at least 1, not 0"):
         build_publish_definitions("space", "/tmp/space.ducklake", keep_revisions=0)
+
+
+def test_the_frozen_lake_runs_in_its_own_concurrency_pool():
+    assert build_publish_definitions("space", "/tmp/space.ducklake").assets[0].op.pool == "space_frozen_lake"
+    assert build_publish_definitions("space", "/tmp/space.ducklake", pool="publishers").assets[0].op.pool == (
+        "publishers"
+    )
