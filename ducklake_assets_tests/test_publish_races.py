@@ -7,6 +7,7 @@ all of them compute the same next number and then race for it, every trial.
 
 import multiprocessing
 import queue
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -124,3 +125,41 @@ def test_racing_publishers_each_keep_a_whole_revision_under_a_number_of_their_ow
 
     assert later.revision.number == 4 and later.exposed
     assert read_revision(publish_uri, s3) == (4, 0, 1)
+
+
+def test_a_slow_publisher_never_puts_an_older_snapshot_over_a_newer_one(tmp_path: Path) -> None:
+    """A publisher that claimed its number, then stalled while another published a newer snapshot, reads
+    its source only after the claim: it can never bring readers back to an older snapshot."""
+    settings = LakeSettings.from_strings(
+        str(tmp_path / "lake" / "catalog.ducklake"),
+        str(tmp_path / "data"),
+        attach_options={"DATA_INLINING_ROW_LIMIT": 0},
+    )
+    with connect_lake(settings) as connection:
+        connection.execute("CREATE TABLE racer AS SELECT 2 AS id")
+    publish_uri = str(tmp_path / "site" / "race.ducklake")
+    claimed, release = threading.Event(), threading.Event()
+    outcome: list = []
+
+    def stall(step: str, detail: str) -> None:
+        if step == "claimed":
+            claimed.set()
+            release.wait(timeout=120)
+
+    slow = threading.Thread(
+        target=lambda: outcome.append(publish_frozen_lake(settings.catalog.path, publish_uri, checkpoint=stall))
+    )
+    slow.start()
+    assert claimed.wait(timeout=120)
+    with connect_lake(settings) as connection:
+        connection.execute("INSERT INTO racer VALUES (2)")
+        (newest,) = connection.execute("SELECT id FROM lake.current_snapshot()").fetchone()
+    fast = publish_frozen_lake(settings.catalog.path, publish_uri)
+    release.set()
+    slow.join(timeout=120)
+
+    (slow_result,) = outcome
+    assert (slow_result.revision.number, fast.revision.number) == (1, 2)
+    assert slow_result.contents.snapshot_id == newest, "the slow publisher read its source after its claim"
+    assert not slow_result.exposed and slow_result.superseded_by == 2
+    assert read_revision(publish_uri, None) == (2, 2, 2)

@@ -874,10 +874,13 @@ def prune_backups(
     for info in removed:
         store.delete_many([info.uri, info.manifest_uri, files_index_uri_for(info.uri)])
     held = list_many(store, [join_uri(backup_uri, DATA_FOLDER), join_uri(backup_uri, EXTERNAL_FOLDER)])
+    inside = backup_uri.rstrip("/") + "/"
     unneeded = sorted(
         item.uri
         for item in held.values()
-        if item.uri not in needed and (item.uri in released or now - item.modified >= ORPHAN_GRACE)
+        if item.uri.startswith(inside)
+        and item.uri not in needed
+        and (item.uri in released or now - item.modified >= ORPHAN_GRACE)
     )
     store.delete_many(unneeded)
     return PruneResult(removed, unneeded)

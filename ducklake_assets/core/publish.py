@@ -331,51 +331,46 @@ def publish_frozen_lake(
     reader_url = reader_url or publish_uri
     unchanged = f"{publish_uri} is left as it was."
     step = checkpoint or (lambda step, detail: None)
-    try:
-        first_free = _next_number(publish_uri, store)
-    except StorageError as error:
-        raise PublishError(f"Cannot publish the frozen lake to {publish_uri}: {error}. {unchanged}") from None
-    step("listed", publish_uri)
     with scratch_folder("publish") as folder:
-        copy = folder / "frozen.ducklake"
-        described, settings_data_path = _fetch_source(source, store, copy)
-        data_path = data_path or settings_data_path
-        resolved_data_path = _make_references_absolute(copy, described, data_path, reader_data_path)
-        files = None
-        if self_contained:
-            resolved_data_path, files = _copy_files_beside(
-                copy, described, publish_uri, reader_url, resolved_data_path, data_store, store, checkpoint
-            )
-        else:
-            _refuse_unreachable_files(copy, described, reader_url, reader_data_path)
-        legacy_copy = folder / "legacy.ducklake" if legacy_uri else None
-        remote_data = bool(resolved_data_path and is_remote(resolved_data_path))
-        source_version, contents = _migrate_if_older(copy, described, legacy_copy, remote_data)
-        notes = []
-        if legacy_uri and source_version == contents.format_version:
-            notes.append(
-                f"No legacy copy written to {legacy_uri}: the catalog is already at format {source_version}, "
-                "the format of the running ducklake extension."
-            )
-            legacy_copy = None
         marker = folder / "claim.json"
-        marker.write_text(
-            json.dumps({"snapshot_id": contents.snapshot_id, "claimed_at": datetime.now(UTC).isoformat()})
-        )
+        marker.write_text(json.dumps({"claimed_at": datetime.now(UTC).isoformat()}))
+        missing_folders = _missing_local_folders(revisions_prefix(publish_uri))
         try:
+            first_free = _next_number(publish_uri, store)
+            step("listed", publish_uri)
             number = _claim_number(publish_uri, store, first_free, marker)
         except StorageError as error:
             raise PublishError(f"Cannot publish the frozen lake to {publish_uri}: {error}. {unchanged}") from None
         step("claimed", str(number))
-        for path in (copy, legacy_copy):
-            if path is not None:
-                _stamp(path, number, contents.snapshot_id)
+        try:
+            staged = _stage_revision(
+                source,
+                folder,
+                store,
+                data_store,
+                publish_uri,
+                reader_url,
+                data_path,
+                reader_data_path,
+                legacy_uri,
+                self_contained,
+                number,
+                checkpoint,
+            )
+        except BaseException:
+            _delete_quietly(store, claim_uri(publish_uri, number))
+            _remove_if_empty(missing_folders)
+            raise
+        copy, legacy_copy, described, resolved_data_path, files, source_version, contents, notes = staged
         revision_location = revision_uri(publish_uri, number, contents.snapshot_id)
         try:
-            stored = store.create_file(copy, revision_location)
             if files is not None:
                 store.put_bytes(_files_index_json(files, publish_uri), files_index_uri(revision_location))
+            stored = store.create_file(copy, revision_location)
         except StorageError as error:
+            _delete_quietly(store, files_index_uri(revision_location))
+            _delete_quietly(store, claim_uri(publish_uri, number))
+            _remove_if_empty(missing_folders)
             raise PublishError(f"Cannot publish the frozen lake to {publish_uri}: {error}. {unchanged}") from None
         report = verify_as_stranger(revision_location, store.s3, contents.tables, probe_files=probe_files)
         problems = report.problems()
@@ -424,6 +419,56 @@ def publish_frozen_lake(
         superseded_by=superseded_by,
         files=files,
     )
+
+
+def _stage_revision(
+    source: str | Path | LakeSettings,
+    folder: Path,
+    store: ObjectStore,
+    data_store: ObjectStore,
+    publish_uri: str,
+    reader_url: str,
+    data_path: str | None,
+    reader_data_path: str | None,
+    legacy_uri: str | None,
+    self_contained: bool,
+    number: int,
+    checkpoint: Checkpoint | None,
+):
+    """Read the source into a private copy, make it readable from anywhere, migrate and stamp it.
+
+    Runs after the revision number is claimed, so a higher number always holds a source read later.
+    """
+    copy = folder / "frozen.ducklake"
+    try:
+        described, settings_data_path = _fetch_source(source, store, copy)
+        data_path = data_path or settings_data_path
+        resolved_data_path = _make_references_absolute(copy, described, data_path, reader_data_path)
+        files = None
+        if self_contained:
+            resolved_data_path, files = _copy_files_beside(
+                copy, described, publish_uri, reader_url, resolved_data_path, data_store, store, checkpoint
+            )
+        else:
+            _refuse_unreachable_files(copy, described, reader_url, reader_data_path)
+        legacy_copy = folder / "legacy.ducklake" if legacy_uri else None
+        remote_data = bool(resolved_data_path and is_remote(resolved_data_path))
+        source_version, contents = _migrate_if_older(copy, described, legacy_copy, remote_data)
+        notes = []
+        if legacy_uri and source_version == contents.format_version:
+            notes.append(
+                f"No legacy copy written to {legacy_uri}: the catalog is already at format {source_version}, "
+                "the format of the running ducklake extension."
+            )
+            legacy_copy = None
+        for path in (copy, legacy_copy):
+            if path is not None:
+                _stamp(path, number, contents.snapshot_id)
+    except duckdb.Error as error:
+        raise PublishError(
+            f"Cannot prepare the frozen lake for {publish_uri}: {error}. {publish_uri} is left as it was."
+        ) from None
+    return copy, legacy_copy, described, resolved_data_path, files, source_version, contents, notes
 
 
 def _expose(copy: Path, publish_uri: str, store: ObjectStore, number: int) -> int | None:
@@ -951,6 +996,27 @@ def _revision_files(revision_location: str, publish_uri: str, store: ObjectStore
         return {join_uri(root, key) for key, _, _ in index["files"]}
     except (ValueError, KeyError, TypeError) as error:
         raise StorageError(f"the file index {uri} is not valid ({error})") from None
+
+
+def _missing_local_folders(folder: str) -> list[Path]:
+    """The local folders a publication would create for ``folder``, deepest first (none on S3)."""
+    if is_remote(folder):
+        return []
+    missing = []
+    for candidate in [Path(folder), *Path(folder).parents]:
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed publication created, so the destination is left as it was."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _delete_quietly(store: ObjectStore, uri: str) -> None:

@@ -278,7 +278,13 @@ def restore_backup(
                     f"Could not copy the data files of backup {backup_file} into {data_path}; the catalog "
                     f"{target.describe()} was not changed: {redact(str(error), target.secrets())}"
                 ) from None
-            _point_at_data_path(local, manifest, data_path)
+            try:
+                _point_at_data_path(local, manifest, data_path)
+            except duckdb.Error as error:
+                raise RestoreError(
+                    f"Could not point the private copy of backup {backup_file} at {data_path}; the catalog "
+                    f"{target.describe()} was not changed: {error}"
+                ) from None
         safety = None
         if current.exists:
             try:

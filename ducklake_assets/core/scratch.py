@@ -21,7 +21,8 @@ STALE_AFTER_SECONDS = 24 * 3600
 """A temporary file or folder of another host is considered abandoned after this long."""
 
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
-_TEMP_FILE = re.compile(r"\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-z]+$")
+_TEMP_FILE = re.compile(r"\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-z]+(\.[0-9A-Za-z]{8})?$")
+"""A temporary name from :func:`temp_name`, or the one boto3 downloads it under first (8 more characters)."""
 _SCRATCH = re.compile(r"^ducklake-assets-[a-z]+-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-")
 _LEGACY_SCRATCH = ("ducklake-backup-", "ducklake-restore-", "ducklake-publish-")
 

@@ -73,10 +73,17 @@ class ObjectStore:
         return self._client
 
     def _s3_call(self, uri: str, action: str, call: Callable[[], T]) -> T:
+        from boto3.exceptions import RetriesExceededError, S3UploadFailedError
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return call()
+        except S3UploadFailedError as error:
+            denied = "AccessDenied" in str(error) or "Forbidden" in str(error)
+            hint = "access denied; check the S3 credentials" if denied else "the upload failed"
+            raise StorageError(f"Cannot {action} {uri}: {hint} ({type(error).__name__})") from None
+        except RetriesExceededError:
+            raise StorageError(f"Cannot {action} {uri}: the transfer kept failing; check the S3 endpoint") from None
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
             bucket, _ = split_s3_uri(uri)
@@ -344,6 +351,7 @@ class ObjectStore:
 
     def delete_many(self, uris: Iterable[str]) -> None:
         """Delete many files; on S3 a thousand keys per request."""
+        uris = list(uris)
         local = [uri for uri in uris if not is_remote(uri)]
         for uri in local:
             self.delete(uri)

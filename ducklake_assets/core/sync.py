@@ -198,6 +198,8 @@ def sync_files(
     transfers = list({t.target: t for t in transfers}.values())
     if existing is None:
         existing = list_many(target, target_prefixes)
+    removed = set(target.remove_abandoned(existing.values()))
+    existing = {uri: item for uri, item in existing.items() if uri not in removed}
     report = SyncReport()
     pending: list[Transfer] = []
     conflicts = []
@@ -298,7 +300,7 @@ def _copy_one(transfer: Transfer, source_object: StoredObject, source: ObjectSto
                     "read",
                     lambda: source.client().download_file(bucket, key, str(temp), Config=transfer_config()),
                 )
-                if etag_matches(temp, source_object.etag) is False:
+                if etag_matches(temp, source_object.etag) is False and _etag_is_md5(source, transfer.source):
                     raise StorageError(f"the copy of {transfer.source} does not match its ETag {source_object.etag}")
                 etag, size = file_etag(temp), temp.stat().st_size
             else:
@@ -363,10 +365,19 @@ def _verify_remote(target: ObjectStore, copied: list[SyncedFile], prefixes: Iter
             problems.append(f"{item.uri} is not there after the copy")
         elif found.size != item.size:
             problems.append(f"{item.uri} has {found.size} bytes, {item.size} were sent")
-        elif item.etag and found.etag and found.etag != item.etag:
+        elif item.etag and found.etag and found.etag != item.etag and _etag_is_md5(target, item.uri):
             problems.append(f"{item.uri} has ETag {found.etag}, the content sent has {item.etag}")
     if problems:
         raise StorageError(f"{len(problems)} copied file(s) failed verification: {_first(problems)}")
+
+
+def _etag_is_md5(store: ObjectStore, uri: str) -> bool:
+    """Whether an S3 object's ETag is an MD5 of its content: not so under SSE-KMS, DSSE-KMS or SSE-C
+    encryption, where only the size can be compared."""
+    bucket, key = split_s3_uri(uri)
+    head = store._s3_call(uri, "read", lambda: store.client().head_object(Bucket=bucket, Key=key))
+    encryption = str(head.get("ServerSideEncryption", ""))
+    return not encryption.startswith("aws:kms") and not head.get("SSECustomerAlgorithm")
 
 
 def _stat_quietly(store: ObjectStore, uri: str) -> StoredObject | None:
