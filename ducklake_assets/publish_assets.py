@@ -137,6 +137,7 @@ def build_publish_definitions(
     frozen_key = dg.AssetKey([name, "frozen_lake"])
     if upstream_key is None:
         upstream_key = [name, "static_backup" if backup_uri else "catalog_snapshot"]
+    upstream = upstream_key if isinstance(upstream_key, dg.AssetKey) else dg.AssetKey(list(upstream_key))
     resource_keys = {lake_resource_key} | ({s3_resource_key} if s3_resource_key else set())
 
     source_text = f"the latest static backup under {backup_uri}" if backup_uri else "the catalog file"
@@ -144,7 +145,7 @@ def build_publish_definitions(
     @dg.asset(
         key=frozen_key,
         pool=pool or f"{name}_frozen_lake",
-        deps=[dg.AssetKey(upstream_key)],
+        deps=[upstream],
         required_resource_keys=resource_keys,
         group_name=group_name,
         kinds={"ducklake"},

@@ -341,3 +341,9 @@ def test_the_frozen_lake_runs_in_its_own_concurrency_pool():
     assert build_publish_definitions("space", "/tmp/space.ducklake", pool="publishers").assets[0].op.pool == (
         "publishers"
     )
+
+
+def test_the_upstream_is_given_as_an_asset_key_or_as_its_parts():
+    for upstream in (dg.AssetKey(["space", "exports"]), ["space", "exports"]):
+        (spec,) = build_publish_definitions("space", "/tmp/space.ducklake", upstream_key=upstream).assets[0].specs
+        assert [dep.asset_key for dep in spec.deps] == [dg.AssetKey(["space", "exports"])]

@@ -210,3 +210,18 @@ def test_restoring_from_a_folder_without_backups_says_so(tmp_path: Path) -> None
         restore_backup(str(tmp_path / "empty"), target, store=ObjectStore())
 
     assert not Path(target.catalog.path).exists()
+
+
+def test_a_truncated_backup_without_its_manifest_is_named_as_the_user_gave_it(tmp_path: Path) -> None:
+    lake = lake_settings("duckdb", tmp_path / "lake")
+    fill(lake)
+    backup = create_backup(lake, str(tmp_path / "backups"), store=ObjectStore()).backup
+    loose = tmp_path / "copied-by-hand.ducklake"
+    loose.write_bytes(Path(backup.uri).read_bytes()[:4096])
+    target = LakeSettings(catalog=DuckDBCatalog(str(tmp_path / "restored.ducklake")))
+
+    with pytest.raises(RestoreError, match=f"{loose} is not a ducklake-assets backup") as refused:
+        restore_backup(str(loose), target, store=ObjectStore())
+
+    assert "fetched" not in str(refused.value), "the private copy's name is not shown"
+    assert not Path(target.catalog.path).exists()

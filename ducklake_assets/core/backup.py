@@ -794,8 +794,9 @@ def read_manifest_from_file(path: str | Path, described: str | None = None) -> B
         rows = connection.execute(f"SELECT key, value FROM backup_file.main.{quote_identifier(MANIFEST_TABLE)}")
         return BackupManifest.from_dict(dict(rows.fetchall()))
     except (duckdb.Error, ValueError, KeyError, TypeError) as error:
+        cause = str(error).replace(str(path), described) if described else str(error)
         raise BackupError(
-            f"{described or path} is not a ducklake-assets backup with a manifest (damaged or truncated?): {error}"
+            f"{described or path} is not a ducklake-assets backup with a manifest (damaged or truncated?): {cause}"
         ) from None
     finally:
         connection.close()
