@@ -160,7 +160,7 @@ def main() -> None:
                 times,
                 "ducklake-assets publish (command, probed)",
                 lambda: subprocess.run(
-                    [command, "publish", str(catalog), publish_uri, "--keep-revisions", "2"],
+                    [command, "publish", str(catalog), publish_uri, "--keep-revisions", "2", "--force"],
                     check=True,
                     capture_output=True,
                 ),
@@ -168,12 +168,12 @@ def main() -> None:
             clock(
                 times,
                 "publish_frozen_lake, every footer probed",
-                lambda: publish_frozen_lake(str(catalog), publish_uri, keep_revisions=2),
+                lambda: publish_frozen_lake(str(catalog), publish_uri, keep_revisions=2, force=True),
             )
             clock(
                 times,
                 "publish_frozen_lake, files not probed",
-                lambda: publish_frozen_lake(str(catalog), publish_uri, keep_revisions=2, probe_files=False),
+                lambda: publish_frozen_lake(str(catalog), publish_uri, keep_revisions=2, probe_files=False, force=True),
             )
         report = verify_as_stranger(publish_uri, None, ["readings"])
         assert report.ok and report.tables == {"main.readings": args.files * 100}, report

@@ -47,7 +47,9 @@ if TYPE_CHECKING:
     from .core.errors import ConfigurationError as ConfigurationError
     from .core.errors import DuckLakeAssetsError as DuckLakeAssetsError
     from .core.errors import ExtensionNotAvailableError as ExtensionNotAvailableError
+    from .core.errors import LakeIOError as LakeIOError
     from .core.errors import MaintenanceError as MaintenanceError
+    from .core.errors import NotFoundError as NotFoundError
     from .core.errors import PublishError as PublishError
     from .core.errors import ReadOnlyLakeError as ReadOnlyLakeError
     from .core.errors import RegistrationError as RegistrationError
@@ -80,6 +82,7 @@ if TYPE_CHECKING:
     from .core.sources import TableNaming as TableNaming
     from .core.sql_commands import SQLCommand as SQLCommand
     from .core.storage import ObjectStore as ObjectStore
+    from .io_manager import DuckLakeIOManager as DuckLakeIOManager
     from .maintenance_assets import build_maintenance_definitions as build_maintenance_definitions
     from .pipeline import build_ducklake_pipeline as build_ducklake_pipeline
     from .publish_assets import build_publish_definitions as build_publish_definitions
@@ -90,7 +93,12 @@ if TYPE_CHECKING:
     from .resources import SQLiteCatalogConfig as SQLiteCatalogConfig
     from .snapshot_assets import catalog_snapshot_asset as catalog_snapshot_asset
     from .snapshot_assets import new_file_sensor as new_file_sensor
+    from .snapshot_assets import registration_assets as registration_assets
+    from .snapshot_assets import written_paths_metadata as written_paths_metadata
     from .sql_assets import ducklake_sql_asset as ducklake_sql_asset
+    from .translator import AttributesTranslator as AttributesTranslator
+    from .translator import DuckLakeTranslator as DuckLakeTranslator
+    from .translator import LakeTable as LakeTable
 
 _EXPORTS: dict[str, str] = {
     "RestoreCatalogConfig": ".backup_assets",
@@ -98,6 +106,7 @@ _EXPORTS: dict[str, str] = {
     "PostgresSourceResource": ".cdc_assets",
     "build_cdc_definitions": ".cdc_assets",
     "DuckLakePipelineComponent": ".component",
+    "DuckLakeIOManager": ".io_manager",
     "BackupInfo": ".core.backup",
     "BackupManifest": ".core.backup",
     "BackupPin": ".core.backup",
@@ -138,6 +147,8 @@ _EXPORTS: dict[str, str] = {
     "SQLCommandError": ".core.errors",
     "SchemaDriftError": ".core.errors",
     "StorageError": ".core.errors",
+    "LakeIOError": ".core.errors",
+    "NotFoundError": ".core.errors",
     "WriteConflictError": ".core.errors",
     "LakeSettings": ".core.lake",
     "connect_lake": ".core.lake",
@@ -173,11 +184,24 @@ _EXPORTS: dict[str, str] = {
     "SQLiteCatalogConfig": ".resources",
     "catalog_snapshot_asset": ".snapshot_assets",
     "new_file_sensor": ".snapshot_assets",
+    "registration_assets": ".snapshot_assets",
+    "written_paths_metadata": ".snapshot_assets",
+    "AttributesTranslator": ".translator",
+    "DuckLakeTranslator": ".translator",
+    "LakeTable": ".translator",
     "ducklake_sql_asset": ".sql_assets",
 }
 
 __all__ = [
     "__version__",
+    "AttributesTranslator",
+    "DuckLakeIOManager",
+    "DuckLakeTranslator",
+    "LakeIOError",
+    "LakeTable",
+    "NotFoundError",
+    "registration_assets",
+    "written_paths_metadata",
     "apply_retention",
     "apply_to_mirrors",
     "backup_referenced_files",

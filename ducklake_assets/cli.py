@@ -65,8 +65,19 @@ def _backup(arguments: argparse.Namespace) -> None:
     s3 = _s3(arguments, arguments.backup_uri, arguments.data_path)
     lake = _lake(arguments.catalog, arguments.data_path, s3)
     result = create_backup(
-        lake, arguments.backup_uri, mode=arguments.mode, store=ObjectStore(s3), keep_last=arguments.keep_last
+        lake,
+        arguments.backup_uri,
+        mode=arguments.mode,
+        store=ObjectStore(s3),
+        keep_last=arguments.keep_last,
+        force=arguments.force,
     )
+    if result.up_to_date:
+        print(
+            f"up to date at snapshot {result.manifest.snapshot_id}: {result.backup.uri} already holds it, "
+            "nothing written (--force backs up anyway)"
+        )
+        return
     print(f"backed up snapshot {result.manifest.snapshot_id} of {result.manifest.catalog} to {result.backup.uri}")
     if result.files is not None:
         print(
@@ -118,7 +129,15 @@ def _publish(arguments: argparse.Namespace) -> None:
         reader_url=arguments.reader_url,
         data_path=arguments.data_path,
         self_contained=arguments.self_contained,
+        force=arguments.force,
     )
+    if result.up_to_date:
+        print(
+            f"up to date at snapshot {result.contents.snapshot_id}: {result.publish_uri} already holds it as "
+            f"revision {result.revision.number}, nothing written (--force publishes anyway)"
+        )
+        print(f"attach it with: {result.attach_sql()}")
+        return
     print(
         f"published revision {result.revision.number} (snapshot {result.contents.snapshot_id}) to {result.publish_uri}"
     )
@@ -172,6 +191,7 @@ def parser() -> argparse.ArgumentParser:
     backup.add_argument("--data-path", help="the lake's data path, when the catalog's entry should not be used")
     backup.add_argument("--mode", choices=["full", "metadata"], default="full", help="default: full")
     backup.add_argument("--keep-last", type=int, help="prune older backups, keeping this many (and pinned ones)")
+    backup.add_argument("--force", action="store_true", help="back up even when the newest backup is up to date")
     _s3_options(backup)
     backup.set_defaults(run=_backup)
 
@@ -203,6 +223,7 @@ def parser() -> argparse.ArgumentParser:
     publish.add_argument("--data-path", help="the lake's data path, when the catalog's entry should not be used")
     publish.add_argument("--self-contained", action="store_true", help="copy every data file next to the lake")
     publish.add_argument("--keep-revisions", type=int, default=5, help="revisions kept (default 5)")
+    publish.add_argument("--force", action="store_true", help="publish even when the frozen lake is up to date")
     _s3_options(publish)
     publish.set_defaults(run=_publish)
 

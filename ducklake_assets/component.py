@@ -34,6 +34,7 @@ from .core.registration import BadFiles, SchemaDrift
 from .core.sources import DEFAULT_PATTERN, NewFileOrder, TableNameFrom
 from .pipeline import EAGER, automation_condition, build_ducklake_pipeline
 from .resources import PostgresCatalogConfig, S3Resource
+from .translator import AttributesTranslator
 
 Status = Literal["running", "stopped"]
 AddressingStyle = Literal["auto", "virtual", "path"]
@@ -342,6 +343,59 @@ class S3Attributes(dg.Model, dg.Resolvable):
         return S3Resource(**self.model_dump())
 
 
+class TableAttributes(dg.Model, dg.Resolvable):
+    """Attributes of table assets; every key is optional and left-out keys keep the default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: Annotated[str | None, _plain("The asset key as 'a/b/c' (default '<name>/<table>').")] = None
+    key_prefix: Annotated[str | None, _plain("Prefix put before the key, as 'a/b'.")] = None
+    group_name: Annotated[str | None, _plain("Asset group (default: the pipeline's name).")] = None
+    description: Annotated[str | None, _plain("Description shown in the UI.")] = None
+    owners: Annotated[list[str] | None, _plain("Owners: e-mail addresses or 'team:name'.")] = None
+    tags: Annotated[dict[str, str] | None, _plain("Tags, merged with the default ones.")] = None
+    automation: Annotated[
+        str | None,
+        _schedule("'eager' or a cron string: when the table registers its new files by itself.", eager_allowed=True),
+    ] = None
+    freshness_fail_window: Annotated[
+        timedelta | None, _duration("Freshness policy: fail when not materialized for this long (hours or '26h').")
+    ] = None
+
+    def attributes(self) -> dict[str, object]:
+        """The ``dg.AssetSpec`` attributes these keys set."""
+        attributes: dict[str, object] = {
+            name: value
+            for name, value in {
+                "key": self.key,
+                "key_prefix": self.key_prefix.split("/") if self.key_prefix else None,
+                "group_name": self.group_name,
+                "description": self.description,
+                "owners": self.owners,
+                "tags": self.tags,
+            }.items()
+            if value is not None
+        }
+        if self.automation is not None:
+            attributes["automation_condition"] = automation_condition(self.automation, "translation.automation")
+        if self.freshness_fail_window is not None:
+            attributes["freshness_policy"] = dg.FreshnessPolicy.time_window(fail_window=self.freshness_fail_window)
+        return attributes
+
+
+class TranslationAttributes(TableAttributes):
+    """How tables become assets: attributes for every table, and ``tables:`` per table name on top."""
+
+    tables: Annotated[
+        dict[str, TableAttributes] | None,
+        _plain("Attributes per table, keyed by table name (or schema.table), applied after the shared ones."),
+    ] = None
+
+    def translator(self) -> AttributesTranslator:
+        every = self.attributes()
+        return AttributesTranslator(every, {name: table.attributes() for name, table in (self.tables or {}).items()})
+
+
 class DuckLakePipelineScaffolder(dg.Scaffolder):
     """``dg scaffold defs ducklake_assets.DuckLakePipelineComponent <folder>``: a pipeline named after the
     folder, on local folders below the project root, that ``dg check defs`` accepts as it is."""
@@ -404,6 +458,22 @@ class DuckLakePipelineComponent(dg.Component, dg.Model, dg.Resolvable):
         _nested(ScheduleAttributes, "Maintenance and the first-start state of schedules and automation.", default={}),
     ] = Field(default_factory=ScheduleAttributes)
     s3: Annotated[S3Attributes | None, _nested(S3Attributes, "S3 settings; needed when any location is s3://.")] = None
+    tables: Annotated[
+        list[str] | None,
+        _plain("The tables to show as assets; default: found when definitions load (source listing and catalog)."),
+    ] = None
+    translation: Annotated[
+        TranslationAttributes | None,
+        _nested(TranslationAttributes, "Keys, groups, owners, tags, automation and freshness of the table assets."),
+    ] = None
+    source_deps: Annotated[
+        list[str] | None,
+        _plain("Assets ('a/b') that write the source files: tables register after each of their materializations."),
+    ] = None
+    lake_writers: Annotated[
+        list[str] | None,
+        _plain("Your own assets ('a/b') that write the lake: backups and publication run after them too."),
+    ] = None
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         root = Path(context.project_root)
@@ -457,6 +527,10 @@ class DuckLakePipelineComponent(dg.Component, dg.Model, dg.Resolvable):
                 if schedules.default_status == "running"
                 else dg.DefaultScheduleStatus.STOPPED
             ),
+            tables=self.tables,
+            translator=self.translation.translator() if self.translation else None,
+            source_deps=self.source_deps or (),
+            lake_writers=self.lake_writers or (),
         )
 
     def _catalog(self, root: Path) -> str | PostgresCatalogConfig:

@@ -1,8 +1,9 @@
 """``build_ducklake_pipeline``: one call that turns a source of Parquet files into a DuckLake pipeline."""
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from typing import TypeAlias
 
 import dagster as dg
 
@@ -13,16 +14,22 @@ from .core.lake import is_remote
 from .core.registration import BadFiles, SchemaDrift, check_policies
 from .core.sources import DEFAULT_PATTERN, FileSource, NewFileOrder, TableNameFrom, TableNaming
 from .core.sql import OptionValue
+from .io_manager import DuckLakeIOManager
 from .maintenance_assets import build_maintenance_definitions
 from .publish_assets import build_publish_definitions
 from .resources import CatalogConfig, DuckLakeResource, S3Resource
 from .snapshot_assets import (
-    catalog_snapshot_asset,
+    discover_tables,
     ducklake_resource_key,
     new_file_sensor,
+    registration_assets,
     s3_resource_key,
     source_files_spec,
 )
+from .translator import DuckLakeTranslator
+
+AssetLike: TypeAlias = dg.AssetKey | str | Sequence[str] | dg.AssetSpec | dg.AssetsDefinition
+"""How ``source_deps`` and ``lake_writers`` name an asset: a key, a ``"a/b"`` string, a spec or a definition."""
 
 _PIPELINE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -36,7 +43,8 @@ def automation_condition(setting: str | None, setting_name: str) -> dg.Automatio
     if setting is None:
         return None
     if setting == EAGER:
-        return dg.AutomationCondition.eager()
+        # A table asset with no files yet stays missing; it must not hold the backup or publication back.
+        return dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
     if not _CRON.match(setting):
         raise ConfigurationError(f"{setting_name} must be 'eager', a cron string or None, got {setting!r}")
     changed_since_last_run = dg.AutomationCondition.any_deps_updated().since(
@@ -84,6 +92,10 @@ def build_ducklake_pipeline(
     maintenance_cron: str | None = None,
     expire_snapshots_older_than: timedelta | None = timedelta(days=7),
     schedule_default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.RUNNING,
+    tables: Sequence[str] | None = None,
+    translator: DuckLakeTranslator | None = None,
+    source_deps: Sequence[AssetLike] = (),
+    lake_writers: Sequence[AssetLike] = (),
 ) -> dg.Definitions:
     """Definitions for a DuckLake fed by Parquet files that another system writes.
 
@@ -106,6 +118,17 @@ def build_ducklake_pipeline(
     it references, so the backup survives losing the catalog database and every data file) or
     ``"metadata"`` (the catalog only, for users who replicate the data bucket themselves);
     ``keep_backups`` / ``keep_backups_within`` prune older backups and the files only they needed.
+
+    Tables: each table is an asset ``[name, table]`` (``[name, schema, table]`` outside ``main``) made in
+    the same step as ``[name, "catalog_snapshot"]``. ``tables`` names them (no I/O when definitions
+    load); by default they are found when definitions load, from the source listing and the catalog
+    (a new table appears after a reload). ``translator`` (a :class:`DuckLakeTranslator`) changes keys,
+    groups, owners, tags, descriptions, freshness and automation per table. ``source_deps`` names the
+    assets that write the source files: the tables depend on them and register after each of their
+    materializations (eager automation), taking only the paths they report
+    (:func:`written_paths_metadata`) when they do. ``lake_writers`` names your own assets that write
+    the lake (through ``DuckLakeResource``, ``DuckLakeIOManager``, SQL command or CDC assets): backups
+    and publication run after them too.
 
     Automation: ``backup_automation`` and ``publish_automation`` are ``"eager"`` (after every upstream
     materialization, the default), a cron string (at most once per tick, when upstream changed) or ``None``;
@@ -159,15 +182,30 @@ def build_ducklake_pipeline(
         )
     lake_key = ducklake_resource_key(name)
     s3_key = s3_resource_key(name) if s3 is not None else None
-    resources: dict[str, object] = {lake_key: lake}
+    resources: dict[str, object] = {lake_key: lake, io_manager_key(name): DuckLakeIOManager(lake=lake)}
     if s3_key:
         resources[s3_key] = s3
+    producers = asset_keys(source_deps, "source_deps")
+    writers = asset_keys(lake_writers, "lake_writers")
+    source_spec = source_files_spec(name, files)
+    registration = registration_assets(
+        name,
+        files,
+        list(tables) if tables is not None else discover_tables(files, lake),
+        translator=translator,
+        source_deps=producers,
+        schema_drift=schema_drift,
+        bad_files=bad_files,
+        io_manager_key=io_manager_key(name),
+        automation_condition=dg.AutomationCondition.eager().ignore(dg.AssetSelection.assets(source_spec.key))
+        if producers
+        else None,
+    )
+    registration_keys = sorted(registration.keys, key=lambda key: key.to_user_string())
+    lake_assets = [*registration_keys, *writers]
     parts = [
         dg.Definitions(
-            assets=[
-                source_files_spec(name, files),
-                catalog_snapshot_asset(name, files, schema_drift=schema_drift, bad_files=bad_files),
-            ],
+            assets=[source_spec, registration],
             sensors=[
                 new_file_sensor(
                     name,
@@ -175,6 +213,7 @@ def build_ducklake_pipeline(
                     order=sensor_order,
                     minimum_interval_seconds=sensor_interval_seconds,
                     default_status=sensor_default_status,
+                    asset_keys=registration_keys,
                 )
             ],
             resources=resources,
@@ -196,6 +235,7 @@ def build_ducklake_pipeline(
             backup_cron=backup_cron,
             schedule_default_status=schedule_default_status,
             group_name=name,
+            upstream_keys=lake_assets,
         )
         parts.append(with_automation(backups, backup_condition))
         automated += [dg.AssetKey([name, "static_backup"])] if backup_condition else []
@@ -210,6 +250,7 @@ def build_ducklake_pipeline(
             self_contained=self_contained,
             blocking=blocking_checks,
             group_name=name,
+            upstream_keys=None if backup_uri else lake_assets,
         )
         parts.append(with_automation(frozen, publish_condition))
         automated += [dg.AssetKey([name, "frozen_lake"])] if publish_condition else []
@@ -227,6 +268,7 @@ def build_ducklake_pipeline(
                 group_name=name,
             )
         )
+    automated += registration_keys if producers else []
     if automated:
         parts.append(
             dg.Definitions(
@@ -235,12 +277,18 @@ def build_ducklake_pipeline(
                         f"{name}_automation",
                         target=dg.AssetSelection.assets(*automated),
                         default_status=automation_default_status,
-                        description=f"Runs the {name} backup and publication when their upstream changes.",
+                        description=f"Runs the {name} registration (after its producers), backup and publication "
+                        "when their upstream changes.",
                     )
                 ]
             )
         )
     return dg.Definitions.merge(*parts)
+
+
+def io_manager_key(name: str) -> str:
+    """Key of the pipeline's ``DuckLakeIOManager``, through which downstream assets read its tables."""
+    return f"{name}_io_manager"
 
 
 def with_automation(definitions: dg.Definitions, condition: dg.AutomationCondition | None) -> dg.Definitions:
@@ -258,3 +306,27 @@ def with_automation(definitions: dg.Definitions, condition: dg.AutomationConditi
         sensors=definitions.sensors,
         resources=definitions.resources,
     )
+
+
+def asset_keys(assets: Sequence[AssetLike], setting: str) -> list[dg.AssetKey]:
+    """The keys of ``assets`` (keys, ``"a/b"`` strings, key paths, specs or definitions), in order."""
+    if isinstance(assets, str | dg.AssetKey | dg.AssetSpec | dg.AssetsDefinition):
+        assets = [assets]
+    keys: list[dg.AssetKey] = []
+    for asset in assets:
+        if isinstance(asset, dg.AssetKey):
+            keys.append(asset)
+        elif isinstance(asset, str):
+            keys.append(dg.AssetKey.from_user_string(asset))
+        elif isinstance(asset, dg.AssetSpec):
+            keys.append(asset.key)
+        elif isinstance(asset, dg.AssetsDefinition):
+            keys.extend(asset.keys)
+        elif isinstance(asset, Sequence) and all(isinstance(part, str) for part in asset):
+            keys.append(dg.AssetKey(list(asset)))
+        else:
+            raise ConfigurationError(
+                f"{setting}: {asset!r} is not an asset; give an AssetKey, a 'prefix/name' string, an AssetSpec or "
+                "an asset definition"
+            )
+    return list(dict.fromkeys(keys))

@@ -1,15 +1,16 @@
-"""Dagster definitions for the frozen lake: the ``frozen_lake`` asset and the two checks that read it as a
-stranger would. How a frozen lake is published and read lives in ``core/publish.py``; this module only
+"""Dagster definitions for the frozen lake: the ``frozen_lake`` asset and, in the same step, the two checks
+that read it as a stranger would. How a frozen lake is published and read lives in ``core/publish.py``; this module only
 turns it into an asset and reports it.
 """
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import dagster as dg
 
+from .backup_assets import run_checks, upstream_asset_keys
 from .core.errors import ConfigurationError, DuckLakeAssetsError
-from .core.lake import absolute_local_path
+from .core.lake import LakeSettings, absolute_local_path
 from .core.publish import (
     PublishResult,
     StrangerReport,
@@ -34,6 +35,7 @@ def _publish_metadata(name: str, result: PublishResult) -> dict[str, object]:
     contents = result.contents
     pinned_url = revision_uri(result.reader_url, result.revision.number, contents.snapshot_id)
     metadata: dict[str, object] = {
+        "up_to_date": result.up_to_date,
         "attach": dg.MetadataValue.md(f"```sql\n{result.attach_sql(name)}\n```"),
         "attach_sql": result.attach_sql(name),
         "pinned_attach_sql": attach_statement(pinned_url, name),
@@ -80,6 +82,124 @@ def _stranger_metadata(report: StrangerReport) -> dict[str, object]:
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class Published:
+    """What the asset's step hands its checks: the materialization, the tables published and the verification
+    of the published file (as recorded in the metadata)."""
+
+    materialization: dg.MaterializeResult
+    tables: list[str]
+    verified: dict | None
+
+
+def verified_report(recorded: dict | None, store: ObjectStore, publish_uri: str) -> StrangerReport | None:
+    """The asset's own verification of the published file (``recorded`` in its metadata), while that file is
+    unchanged (same ETag or local version)."""
+    if not recorded:
+        return None
+    current = store.stat_if_exists(publish_uri)
+    if current is None or current.version != recorded["version"]:
+        return None
+    return report_from_json(recorded["report"])
+
+
+def frozen_lake_opens_read_only(
+    key: dg.AssetCheckKey,
+    url: str,
+    store: ObjectStore,
+    expected: list[str],
+    verified: StrangerReport | None,
+    probe_files: bool = True,
+) -> dg.AssetCheckResult:
+    """Whether a stranger attaches ``url`` read-only and finds every ``expected`` table (and, with ``probe_files``,
+    every data file); ``verified`` is the asset's own verification of the unchanged file, used instead."""
+    if verified is not None:
+        report = dataclasses.replace(
+            verified, missing_tables=tuple(name for name in expected if name not in verified.tables)
+        )
+    else:
+        report = verify_as_stranger(url, store.s3, expected, probe_files=probe_files)
+    if report.ok:
+        description = (
+            f"A stranger attached {url} read-only: revision {report.revision}, snapshot {report.snapshot_id}, "
+            f"all {len(expected)} expected tables present" + (" and every data file readable." if probe_files else ".")
+        )
+    else:
+        description = "A stranger cannot use the frozen lake: " + "; ".join(report.problems()) + "."
+    return dg.AssetCheckResult(
+        asset_key=key.asset_key,
+        check_name=key.name,
+        passed=report.ok,
+        description=description,
+        metadata={**_stranger_metadata(report), "expected_tables": dg.MetadataValue.json(expected)},
+    )
+
+
+def frozen_lake_matches_catalog(
+    key: dg.AssetCheckKey,
+    url: str,
+    settings: LakeSettings,
+    store: ObjectStore,
+    verified: StrangerReport | None,
+    frozen_key: dg.AssetKey,
+) -> dg.AssetCheckResult:
+    """Whether the frozen lake at ``url`` holds the catalog's latest snapshot with the catalog's row counts
+    (only behind: severity WARN)."""
+    report = verified or verify_as_stranger(url, store.s3, probe_files=False)
+    check_key = {"asset_key": key.asset_key, "check_name": key.name}
+    if not report.opened:
+        return dg.AssetCheckResult(
+            **check_key, passed=False, description="; ".join(report.problems()), metadata=_stranger_metadata(report)
+        )
+    try:
+        catalog, latest = catalog_contents(settings, report.snapshot_id)
+    except DuckLakeAssetsError as error:
+        return dg.AssetCheckResult(
+            **check_key,
+            passed=False,
+            description=f"The frozen lake holds snapshot {report.snapshot_id}, which cannot be compared: {error}",
+            metadata=_stranger_metadata(report),
+        )
+    names = sorted(set(catalog.tables) | set(report.tables))
+    rows = []
+    differing = []
+    for table in names:
+        frozen_rows, catalog_rows = report.tables.get(table, "missing"), catalog.tables.get(table, "missing")
+        matches = frozen_rows == catalog_rows
+        rows.append([table, frozen_rows, catalog_rows, "ok" if matches else "differs"])
+        if not matches:
+            differing.append(table)
+    behind = latest - report.snapshot_id
+    reasons = []
+    if differing:
+        reasons.append(
+            f"{len(differing)} table(s) differ from the catalog at snapshot {report.snapshot_id}: "
+            + ", ".join(differing)
+        )
+    if behind:
+        reasons.append(
+            f"the frozen lake holds snapshot {report.snapshot_id} but the catalog is at {latest} "
+            f"({behind} snapshot(s) behind): materialize {frozen_key.to_user_string()} again"
+        )
+    return dg.AssetCheckResult(
+        **check_key,
+        passed=not reasons,
+        severity=dg.AssetCheckSeverity.ERROR if differing else dg.AssetCheckSeverity.WARN,
+        description=(
+            f"Snapshot {report.snapshot_id} and all {len(names)} tables' row counts equal the catalog's."
+            if not reasons
+            else "The frozen lake does not match the catalog: " + "; ".join(reasons) + "."
+        ),
+        metadata={
+            "frozen_snapshot_id": report.snapshot_id,
+            "catalog_snapshot_id": latest,
+            "snapshots_behind": behind,
+            "tables": dg.MetadataValue.md(markdown_table(["table", "frozen rows", "catalog rows", "result"], rows)),
+            "tables_differing": dg.MetadataValue.json(differing),
+        },
+    )
+
+
 def build_publish_definitions(
     name: str,
     publish_uri: str,
@@ -87,6 +207,7 @@ def build_publish_definitions(
     lake_resource_key: str = "ducklake",
     s3_resource_key: str | None = None,
     upstream_key: dg.AssetKey | Sequence[str] | None = None,
+    upstream_keys: Sequence[dg.AssetKey | str | Sequence[str]] | None = None,
     backup_uri: str | None = None,
     keep_revisions: int = 5,
     reader_url: str | None = None,
@@ -105,9 +226,10 @@ def build_publish_definitions(
     (a local path or ``s3://bucket/key``, written through the ``S3Resource`` ``s3_resource_key``, else
     the lake's own S3 settings), keeping ``keep_revisions`` revisions. Its source is the latest static
     backup under ``backup_uri`` when given (upstream ``[name, "static_backup"]``), else the catalog itself,
-    which must then be a DuckDB file (upstream ``[name, "catalog_snapshot"]``); ``upstream_key``
-    overrides the upstream. ``reader_url`` is where readers find the file when it is not ``publish_uri``
-    (a web server serving that folder); ``reader_data_path`` is where they find the lake's data folder.
+    which must then be a DuckDB file (upstream ``upstream_keys``: every asset that writes to the lake,
+    default ``[[name, "catalog_snapshot"]]``); ``upstream_key`` overrides the upstream. ``reader_url`` is
+    where readers find the file when it is not ``publish_uri`` (a web server serving that folder);
+    ``reader_data_path`` is where they find the lake's data folder.
     ``legacy_uri`` receives an unmigrated copy for old clients when the catalog's format is older than
     the running ``ducklake`` extension. ``self_contained`` copies every data file next to the frozen lake
     (incrementally), so it is complete wherever it is published; a remote publication whose data files
@@ -117,9 +239,12 @@ def build_publish_definitions(
     The asset runs in the concurrency pool ``pool`` (default ``<name>_frozen_lake``): set a limit of 1
     with ``dagster instance concurrency set <name>_frozen_lake 1`` (or ``concurrency: pools:`` in
     ``dagster.yaml``) so an automation run and a click never publish at once. Two publications that do
-    race are still safe: each claims its own revision number and only the newer becomes current.
+    race are still safe: each claims its own revision number and only the newer becomes current. When
+    ``publish_uri`` already holds the source's latest snapshot with these settings, nothing is written:
+    the materialization says ``up_to_date`` and reports the revision it holds.
 
-    Checks, both reading the lake as a stranger (a fresh DuckDB sharing nothing with the writer):
+    Checks, evaluated in the asset's own step right after the publication (or alone, when only they are
+    selected), both reading the lake as a stranger (a fresh DuckDB sharing nothing with the writer):
     ``frozen_lake_opens_read_only`` passes when it attaches read-only, has every table it was published
     with (and ``expected_tables``) and, with ``probe_files``, every data file opens;
     ``frozen_lake_matches_catalog`` passes when its snapshot is the catalog's latest and every table's
@@ -135,18 +260,45 @@ def build_publish_definitions(
     publish_uri = absolute_local_path(publish_uri)
     url = reader_url or publish_uri
     frozen_key = dg.AssetKey([name, "frozen_lake"])
-    if upstream_key is None:
-        upstream_key = [name, "static_backup" if backup_uri else "catalog_snapshot"]
-    upstream = upstream_key if isinstance(upstream_key, dg.AssetKey) else dg.AssetKey(list(upstream_key))
+    if upstream_key is not None and upstream_keys is not None:
+        raise ConfigurationError("pass upstream_key or upstream_keys, not both (upstream_key overrides the upstream)")
+    if upstream_key is not None:
+        upstream = [upstream_key if isinstance(upstream_key, dg.AssetKey) else dg.AssetKey(list(upstream_key))]
+    elif backup_uri:
+        upstream = [dg.AssetKey([name, "static_backup"])]
+    else:
+        upstream = upstream_asset_keys(upstream_keys, [name, "catalog_snapshot"])
     resource_keys = {lake_resource_key} | ({s3_resource_key} if s3_resource_key else set())
 
     source_text = f"the latest static backup under {backup_uri}" if backup_uri else "the catalog file"
 
-    @dg.asset(
-        key=frozen_key,
-        pool=pool or f"{name}_frozen_lake",
-        deps=[upstream],
-        required_resource_keys=resource_keys,
+    opens_key = dg.AssetCheckKey(frozen_key, "frozen_lake_opens_read_only")
+    matches_key = dg.AssetCheckKey(frozen_key, "frozen_lake_matches_catalog")
+    check_specs = [
+        dg.AssetCheckSpec(
+            opens_key.name,
+            asset=frozen_key,
+            blocking=blocking,
+            description=(
+                f"A stranger (a fresh DuckDB sharing nothing with the writer) attaches {url} read-only: passes when "
+                "it opens and has every table it was published with"
+                + (f" and {', '.join(expected_tables)}" if expected_tables else "")
+                + (", and every data file opens." if probe_files else ".")
+            ),
+        ),
+        dg.AssetCheckSpec(
+            matches_key.name,
+            asset=frozen_key,
+            blocking=blocking,
+            description=(
+                "Passes when the frozen lake holds the catalog's latest snapshot and every table's row count equals "
+                "the catalog's at that snapshot; a lake that is only behind fails with severity WARN."
+            ),
+        ),
+    ]
+    spec = dg.AssetSpec(
+        frozen_key,
+        deps=upstream,
         group_name=group_name,
         kinds={"ducklake"},
         description=(
@@ -154,8 +306,13 @@ def build_publish_definitions(
             f"{attach_statement(url, name)}"
         ),
     )
-    def frozen_lake(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        settings, store = lake_and_store(context.resources, lake_resource_key, s3_resource_key)
+
+    def latest_metadata(context: dg.AssetExecutionContext, key: str) -> object | None:
+        event = context.instance.get_latest_materialization_event(frozen_key)
+        recorded = event.asset_materialization.metadata.get(key) if event and event.asset_materialization else None
+        return recorded.value if recorded is not None else None
+
+    def publish(context: dg.AssetExecutionContext, settings: LakeSettings, store: ObjectStore) -> Published:
         result = publish_frozen_lake(
             backup_uri or settings,
             publish_uri,
@@ -169,121 +326,64 @@ def build_publish_definitions(
             self_contained=self_contained,
             data_store=ObjectStore(settings.s3),
         )
-        context.log.info(
-            f"Published revision {result.revision.number} (snapshot {result.contents.snapshot_id}) to "
-            f"{publish_uri}; attach it with {result.attach_sql(name)}"
-        )
+        if result.up_to_date:
+            context.log.info(
+                f"{publish_uri} is up to date at snapshot {result.contents.snapshot_id} (revision "
+                f"{result.revision.number}): nothing new to publish, nothing written; attach it with "
+                f"{result.attach_sql(name)}"
+            )
+        else:
+            context.log.info(
+                f"Published revision {result.revision.number} (snapshot {result.contents.snapshot_id}) to "
+                f"{publish_uri}; attach it with {result.attach_sql(name)}"
+            )
         for note in result.notes:
             context.log.warning(note)
         metadata = _publish_metadata(name, result)
-        published = store.stat_if_exists(publish_uri) if result.exposed else None
-        if published is not None and result.report is not None and url == publish_uri:
-            metadata[_VERIFIED] = dg.MetadataValue.json(
-                {"version": published.version, "report": report_to_json(result.report)}
-            )
-        return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(str(result.contents.snapshot_id)))
-
-    def verified_report(context: dg.AssetCheckExecutionContext, store: ObjectStore) -> StrangerReport | None:
-        """The asset's own verification of the published file, while that file is unchanged."""
-        event = context.instance.get_latest_materialization_event(frozen_key)
-        recorded = (
-            event.asset_materialization.metadata.get(_VERIFIED) if event and event.asset_materialization else None
+        verified = None
+        if result.up_to_date:
+            verified = latest_metadata(context, _VERIFIED)
+        elif result.exposed and result.report is not None and url == publish_uri:
+            published = store.stat_if_exists(publish_uri)
+            if published is not None:
+                verified = {"version": published.version, "report": report_to_json(result.report)}
+        if verified is not None:
+            metadata[_VERIFIED] = dg.MetadataValue.json(verified)
+        materialization = dg.MaterializeResult(
+            asset_key=frozen_key,
+            metadata=metadata,
+            data_version=dg.DataVersion(str(result.contents.snapshot_id)),
         )
-        if recorded is None:
-            return None
-        current = store.stat_if_exists(publish_uri)
-        if current is None or current.version != recorded.value["version"]:
-            return None
-        return report_from_json(recorded.value["report"])
+        return Published(materialization, sorted(result.contents.tables), verified)
 
-    def published_tables(context: dg.AssetCheckExecutionContext) -> list[str]:
-        event = context.instance.get_latest_materialization_event(frozen_key)
-        recorded = (
-            event.asset_materialization.metadata.get(_TABLE_NAMES) if event and event.asset_materialization else None
-        )
-        return sorted({*(recorded.value if recorded else []), *(table_key(t) for t in expected_tables)})
-
-    @dg.asset_check(
-        asset=frozen_key, name="frozen_lake_opens_read_only", blocking=blocking, required_resource_keys=resource_keys
+    @dg.multi_asset(
+        name=f"{name}__frozen_lake",
+        specs=[spec],
+        check_specs=check_specs,
+        can_subset=True,
+        pool=pool or f"{name}_frozen_lake",
+        required_resource_keys=resource_keys,
     )
-    def frozen_lake_opens_read_only(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        _, store = lake_and_store(context.resources, lake_resource_key, s3_resource_key)
-        expected = published_tables(context)
-        report = verified_report(context, store)
-        if report is not None:
-            report = dataclasses.replace(
-                report, missing_tables=tuple(name for name in expected if name not in report.tables)
-            )
-        else:
-            report = verify_as_stranger(url, store.s3, expected, probe_files=probe_files)
-        if report.ok:
-            description = (
-                f"A stranger attached {url} read-only: revision {report.revision}, snapshot {report.snapshot_id}, "
-                f"all {len(expected)} expected tables present"
-                + (" and every data file readable." if probe_files else ".")
-            )
-        else:
-            description = "A stranger cannot use the frozen lake: " + "; ".join(report.problems()) + "."
-        return dg.AssetCheckResult(
-            passed=report.ok,
-            description=description,
-            metadata={**_stranger_metadata(report), "expected_tables": dg.MetadataValue.json(expected)},
-        )
-
-    @dg.asset_check(
-        asset=frozen_key, name="frozen_lake_matches_catalog", blocking=blocking, required_resource_keys=resource_keys
-    )
-    def frozen_lake_matches_catalog(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    def frozen_lake(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         settings, store = lake_and_store(context.resources, lake_resource_key, s3_resource_key)
-        report = verified_report(context, store) or verify_as_stranger(url, store.s3, probe_files=False)
-        if not report.opened:
-            return dg.AssetCheckResult(
-                passed=False, description="; ".join(report.problems()), metadata=_stranger_metadata(report)
-            )
-        try:
-            catalog, latest = catalog_contents(settings, report.snapshot_id)
-        except DuckLakeAssetsError as error:
-            return dg.AssetCheckResult(
-                passed=False,
-                description=f"The frozen lake holds snapshot {report.snapshot_id}, which cannot be compared: {error}",
-                metadata=_stranger_metadata(report),
-            )
-        names = sorted(set(catalog.tables) | set(report.tables))
-        rows = []
-        differing = []
-        for table in names:
-            frozen_rows, catalog_rows = report.tables.get(table, "missing"), catalog.tables.get(table, "missing")
-            matches = frozen_rows == catalog_rows
-            rows.append([table, frozen_rows, catalog_rows, "ok" if matches else "differs"])
-            if not matches:
-                differing.append(table)
-        behind = latest - report.snapshot_id
-        reasons = []
-        if differing:
-            reasons.append(
-                f"{len(differing)} table(s) differ from the catalog at snapshot {report.snapshot_id}: "
-                + ", ".join(differing)
-            )
-        if behind:
-            reasons.append(
-                f"the frozen lake holds snapshot {report.snapshot_id} but the catalog is at {latest} "
-                f"({behind} snapshot(s) behind): materialize {frozen_key.to_user_string()} again"
-            )
-        return dg.AssetCheckResult(
-            passed=not reasons,
-            severity=dg.AssetCheckSeverity.ERROR if differing else dg.AssetCheckSeverity.WARN,
-            description=(
-                f"Snapshot {report.snapshot_id} and all {len(names)} tables' row counts equal the catalog's."
-                if not reasons
-                else "The frozen lake does not match the catalog: " + "; ".join(reasons) + "."
-            ),
-            metadata={
-                "frozen_snapshot_id": report.snapshot_id,
-                "catalog_snapshot_id": latest,
-                "snapshots_behind": behind,
-                "tables": dg.MetadataValue.md(markdown_table(["table", "frozen rows", "catalog rows", "result"], rows)),
-                "tables_differing": dg.MetadataValue.json(differing),
+        if frozen_key in context.selected_asset_keys:
+            published = publish(context, settings, store)
+            yield published.materialization
+            tables, verified = published.tables, published.verified
+        else:
+            tables = latest_metadata(context, _TABLE_NAMES) or []
+            verified = latest_metadata(context, _VERIFIED)
+        expected = sorted({*tables, *(table_key(t) for t in expected_tables)})
+        yield from run_checks(
+            context,
+            {
+                opens_key: lambda: frozen_lake_opens_read_only(
+                    opens_key, url, store, expected, verified_report(verified, store, publish_uri), probe_files
+                ),
+                matches_key: lambda: frozen_lake_matches_catalog(
+                    matches_key, url, settings, store, verified_report(verified, store, publish_uri), frozen_key
+                ),
             },
         )
 
-    return dg.Definitions(assets=[frozen_lake], asset_checks=[frozen_lake_opens_read_only, frozen_lake_matches_catalog])
+    return dg.Definitions(assets=[frozen_lake], asset_checks=[])

@@ -1,20 +1,39 @@
-"""The ``catalog_snapshot`` asset and the new-file sensor: how registering source files shows in Dagster.
+"""Registration in Dagster: the ``catalog_snapshot`` and table assets, and the new-file sensor.
 
-The asset lists the source, registers every file the catalog does not know yet (see
-:func:`ducklake_assets.core.registration.register_files`) and reports the snapshot. The sensor only
+One step lists the source (or takes the paths its producers reported), registers every file the
+catalog does not know yet (see :func:`ducklake_assets.core.registration.register_files`) in one
+snapshot, and reports the catalog and each table as its own asset. The sensor only
 watches the source for new files and asks for a run; which files a run registers is decided by the
 catalog, so a run requested twice, or a file seen by two ticks, never registers anything twice.
 """
 
+import dataclasses
 import hashlib
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import dagster as dg
+import duckdb
+import pydantic
 
-from .core.registration import BadFiles, RegistrationResult, SchemaDrift, register_files
-from .core.sources import FileSource, NewFileOrder, find_new_files
+from .core.errors import DuckLakeAssetsError, NotFoundError
+from .core.lake import LakeSettings, connect_lake
+from .core.progress import ProgressLog
+from .core.registration import (
+    BadFiles,
+    RegistrationResult,
+    SchemaDrift,
+    TableSummary,
+    register_files,
+    tables_with_source_files,
+)
+from .core.retry import RetryPolicy
+from .core.sources import FileSource, NewFileOrder, SourceFile, find_new_files
 from .core.storage import ObjectStore
 from .metadata import markdown_table
 from .resources import DuckLakeResource, S3Resource
+from .translator import DuckLakeTranslator, LakeTable, table_specs
 
 
 def ducklake_resource_key(name: str) -> str:
@@ -42,43 +61,153 @@ def source_files_spec(name: str, source: FileSource) -> dg.AssetSpec:
     )
 
 
-def catalog_snapshot_asset(
+PATHS_METADATA_KEY = "ducklake_assets/paths"
+_SENSOR_TAG = "ducklake_assets/new_files"
+_REPORTED_LIMIT = 1000
+_logger = logging.getLogger("ducklake_assets")
+
+
+def written_paths_metadata(paths: Sequence[str]) -> dict[str, dg.MetadataValue]:
+    """Metadata a producer asset returns so the table assets register just the files it wrote.
+
+    .. code-block:: python
+
+        @dg.asset
+        def export_astronauts() -> dg.MaterializeResult:
+            path = write_parquet(...)
+            return dg.MaterializeResult(metadata=written_paths_metadata([path]))
+    """
+    return {PATHS_METADATA_KEY: dg.MetadataValue.json([str(path) for path in paths])}
+
+
+def discover_tables(source: FileSource, lake: DuckLakeResource) -> list[str]:
+    """The tables of a pipeline when its definitions load: those the source's files name today, and those
+    of the pipeline's schema that hold registered source files. Neither failing stops the load (a warning
+    says why; the tables appear at the next reload)."""
+    if _holds_env_var(lake):
+        _logger.warning(
+            f"The tables of {source.root} are not looked up when definitions load because the lake's settings hold "
+            "an EnvVar secret, which Dagster resolves only when a run starts: pass tables=[...] to show them"
+        )
+        return []
+    settings = lake.lake_settings()
+    names: set[str] = set()
+    try:
+        names.update(source.table_names(ObjectStore(settings.s3)))
+    except DuckLakeAssetsError as error:
+        _logger.warning(f"Listing {source.root} for its tables failed, so only the catalog's are shown: {error}")
+    if _catalog_exists(settings):
+        read_only = dataclasses.replace(settings, read_only=True)
+        try:
+            with connect_lake(read_only, retry=RetryPolicy(max_attempts=1)) as connection:
+                names.update(tables_with_source_files(connection, read_only, source.naming.schema))
+        except (DuckLakeAssetsError, duckdb.Error) as error:
+            _logger.warning(f"Reading the tables of {settings.describe()} failed; shown from the source only: {error}")
+    return sorted(names, key=str.lower)
+
+
+def _holds_env_var(value: object) -> bool:
+    """Whether a resource or config holds a ``dg.EnvVar`` anywhere (nested configs included)."""
+    if isinstance(value, dg.EnvVar):
+        return True
+    if isinstance(value, pydantic.BaseModel):
+        return any(_holds_env_var(item) for item in value.__dict__.values())
+    if isinstance(value, dict):
+        return any(_holds_env_var(item) for item in value.values())
+    return False
+
+
+def _catalog_exists(settings: LakeSettings) -> bool:
+    path = getattr(settings.catalog, "path", None)
+    return path is None or Path(path).expanduser().exists()
+
+
+def registration_assets(
     name: str,
     source: FileSource,
+    tables: Sequence[str],
     *,
+    translator: DuckLakeTranslator | None = None,
+    source_deps: Sequence[dg.AssetKey] = (),
     schema_drift: SchemaDrift = "fail",
     bad_files: BadFiles = "fail",
+    automation_condition: dg.AutomationCondition | None = None,
+    io_manager_key: str | None = None,
 ) -> dg.AssetsDefinition:
-    """The asset ``[name, "catalog_snapshot"]``: one DuckLake snapshot holding every source file.
+    """One step that registers new source files and materializes ``[name, "catalog_snapshot"]`` and one
+    asset per table in ``tables`` (keys and attributes from ``translator``), in exactly one snapshot.
 
-    It needs the resource ``f"{name}_ducklake"`` (a :class:`DuckLakeResource`, whose ``s3`` settings
-    are also used to list an S3 source). Each materialization registers the files not registered yet,
-    in one snapshot whose author and message name the Dagster run.
+    It needs the resource ``f"{name}_ducklake"`` (a :class:`DuckLakeResource`, whose ``s3`` settings are
+    also used to list an S3 source). Each materialization registers the files not registered yet, in
+    one snapshot whose author and message name the Dagster run. With ``source_deps`` (the assets that
+    write the source files) the tables depend on them, and when every new materialization of them
+    reports the paths it wrote (:func:`written_paths_metadata`) only those paths are registered;
+    otherwise the whole source is listed. ``io_manager_key`` names the IO manager (a
+    :class:`~ducklake_assets.io_manager.DuckLakeIOManager`) through which downstream assets load a table
+    as a DataFrame.
     """
+    translator = translator or DuckLakeTranslator()
     lake_key = ducklake_resource_key(name)
-    asset_key = catalog_snapshot_key(name)
-
-    @dg.asset(
-        key=asset_key,
-        deps=[dg.AssetKey([name, "source_files"])],
-        required_resource_keys={lake_key},
+    snapshot_key = catalog_snapshot_key(name)
+    upstream = (dg.AssetKey([name, "source_files"]), *source_deps)
+    specs_by_table = table_specs(
+        [
+            LakeTable(
+                pipeline=name,
+                schema=source.naming.schema,
+                name=table,
+                source=source.root,
+                deps=upstream,
+                automation_condition=automation_condition,
+            )
+            for table in tables
+        ],
+        translator,
+    )
+    snapshot_spec = dg.AssetSpec(
+        key=snapshot_key,
+        deps=upstream,
         group_name=name,
         kinds={"ducklake"},
         description=(
             f"The DuckLake catalog after registering the new files of {source.root} by reference "
             f"(schema drift: {schema_drift}, bad files: {bad_files})."
         ),
+        automation_condition=automation_condition,
     )
-    def catalog_snapshot(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    table_keys = {key: spec.key for key, spec in specs_by_table.items()}
+
+    @dg.multi_asset(
+        name=f"{name}__catalog_snapshot",
+        specs=[
+            snapshot_spec,
+            *(
+                spec.replace_attributes(skippable=True).with_io_manager_key(io_manager_key)
+                if io_manager_key
+                else spec.replace_attributes(skippable=True)
+                for spec in specs_by_table.values()
+            ),
+        ],
+        required_resource_keys={lake_key},
+        can_subset=True,
+    )
+    def register(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
         lake: DuckLakeResource = getattr(context.resources, lake_key)
         settings = lake.lake_settings()
-        files = source.list_files(ObjectStore(settings.s3))
-        context.log.info(f"Listed {len(files)} source files in {source.root}")
-
-        def log_progress(done: int, total: int) -> None:
-            context.log.info(f"Registered {done} of {total} new files")
-
-        with lake.get_connection() as connection:
+        store = ObjectStore(settings.s3)
+        selected = context.selected_asset_keys
+        files = _reported_files(context, source, snapshot_key, source_deps)
+        if files is None:
+            files = source.list_files(store)
+            context.log.info(f"Listed {len(files)} source files in {source.root}")
+        if snapshot_key not in selected:
+            chosen = {table for table, key in table_keys.items() if key in selected}
+            files = [file for file in files if (file.schema.lower(), file.table.lower()) in chosen]
+            context.log.info(
+                f"Registering only the files of the selected tables ({', '.join(sorted(n for _, n in chosen))}); "
+                f"select {snapshot_key.to_user_string()} to register every table"
+            )
+        with ProgressLog(context.log.info, "Registered", "new files") as progress, lake.get_connection() as connection:
             result = register_files(
                 connection,
                 settings,
@@ -86,9 +215,9 @@ def catalog_snapshot_asset(
                 schema_drift=schema_drift,
                 bad_files=bad_files,
                 author=f"dagster run {context.run_id}",
-                message=f"{asset_key.to_user_string()}: register new source files (run {context.run_id})",
-                extra_info={"dagster_run_id": context.run_id, "dagster_asset": asset_key.to_user_string()},
-                progress=log_progress,
+                message=f"{snapshot_key.to_user_string()}: register new source files (run {context.run_id})",
+                extra_info={"dagster_run_id": context.run_id, "dagster_asset": snapshot_key.to_user_string()},
+                progress=progress,
                 log=context.log,
             )
         for skipped in result.skipped:
@@ -97,9 +226,88 @@ def catalog_snapshot_asset(
             f"Snapshot {result.snapshot_id}: {len(result.files_added)} files added, "
             f"{len(result.already_registered)} already registered, {len(result.skipped)} skipped"
         )
-        return dg.MaterializeResult(metadata=snapshot_metadata(result))
+        if snapshot_key in selected:
+            yield dg.MaterializeResult(asset_key=snapshot_key, metadata=snapshot_metadata(result))
+        for table in result.tables:
+            if table.schema.lower() != source.naming.schema.lower():
+                continue
+            key = table_keys.get((table.schema.lower(), table.name.lower()))
+            if key is None and snapshot_key in selected:
+                context.log.warning(
+                    f"Table {table.display_name} is new since the definitions loaded: reload the code location "
+                    "to see its asset"
+                )
+            elif key in selected:
+                yield dg.MaterializeResult(asset_key=key, metadata=table_metadata(table, result.snapshot_id))
 
-    return catalog_snapshot
+    return register
+
+
+def catalog_snapshot_asset(
+    name: str,
+    source: FileSource,
+    *,
+    schema_drift: SchemaDrift = "fail",
+    bad_files: BadFiles = "fail",
+) -> dg.AssetsDefinition:
+    """The asset ``[name, "catalog_snapshot"]`` alone, without table assets: :func:`registration_assets`
+    with no tables, for layouts that show the lake as one asset."""
+    return registration_assets(name, source, (), schema_drift=schema_drift, bad_files=bad_files)
+
+
+def _reported_files(
+    context: dg.AssetExecutionContext,
+    source: FileSource,
+    snapshot_key: dg.AssetKey,
+    source_deps: Sequence[dg.AssetKey],
+) -> list[SourceFile] | None:
+    """The files the producers reported writing since this step last ran, or ``None`` to list the source.
+
+    ``None`` when there are no producers, on the first registration, when the new-file sensor asked for the
+    run (it saw files written outside Dagster), when no producer materialized since, or when one of their
+    materializations did not report its paths.
+    """
+    if not source_deps or _SENSOR_TAG in context.run.tags:
+        return None
+    last = context.instance.fetch_materializations(snapshot_key, limit=1).records
+    if not last:
+        return None
+    after = last[0].storage_id
+    reported: list[str] = []
+    for key in source_deps:
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, after_storage_id=after), limit=_REPORTED_LIMIT
+        ).records
+        if len(records) == _REPORTED_LIMIT:
+            return None
+        for record in records:
+            materialization = record.asset_materialization
+            value = materialization.metadata.get(PATHS_METADATA_KEY) if materialization else None
+            if value is None or not isinstance(value.value, list):
+                context.log.info(f"{key.to_user_string()} did not report the paths it wrote: listing {source.root}")
+                return None
+            reported.extend(str(path) for path in value.value)
+    if not reported:
+        return None
+    files, others = source.files_at(reported)
+    for location in others:
+        context.log.warning(f"A producer reported {location}, which is not a file of {source.root}: not registered")
+    context.log.info(f"Registering the {len(files)} file(s) the producers reported, without listing {source.root}")
+    return files
+
+
+def table_metadata(table: TableSummary, snapshot_id: int) -> dict[str, object]:
+    """What a person wants to see about one table after a registration."""
+    return {
+        "dagster/row_count": table.row_count,
+        "dagster/table_name": f"{table.schema}.{table.name}",
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name=column, type=column_type) for column, column_type in table.columns]
+        ),
+        "files_added": table.files_added,
+        "data_files": table.file_count,
+        "snapshot_id": snapshot_id,
+    }
 
 
 def snapshot_metadata(result: RegistrationResult) -> dict[str, object]:
@@ -149,19 +357,23 @@ def new_file_sensor(
     order: NewFileOrder = "modified",
     minimum_interval_seconds: int = 30,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    asset_keys: Sequence[dg.AssetKey] | None = None,
 ) -> dg.SensorDefinition:
-    """Sensor ``f"{name}_new_files"``: requests a ``catalog_snapshot`` run when new source files appear.
+    """Sensor ``f"{name}_new_files"``: requests a run of ``asset_keys`` (default: the ``catalog_snapshot``;
+    the pipeline passes it and every table asset) when new source files appear.
 
     The cursor remembers what was seen (see :func:`~.core.sources.find_new_files` for ``order`` and the
     cost of a tick); the run key is derived from the new cursor, so a repeated tick requests nothing new.
-    An S3 source needs the resource ``f"{name}_s3"``.
+    A source folder that does not exist yet makes the tick skip with that reason. An S3 source needs
+    the resource ``f"{name}_s3"``.
     """
     s3_key = s3_resource_key(name)
     asset_key = catalog_snapshot_key(name)
+    selection = list(asset_keys or [asset_key])
 
     @dg.sensor(
         name=f"{name}_new_files",
-        asset_selection=[asset_key],
+        asset_selection=selection,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
         required_resource_keys={s3_key} if source.needs_s3 else set(),
@@ -169,7 +381,13 @@ def new_file_sensor(
     )
     def watch_source(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         s3: S3Resource | None = getattr(context.resources, s3_key) if source.needs_s3 else None
-        found = find_new_files(source, ObjectStore(s3.settings() if s3 else None), context.cursor, order)
+        try:
+            found = find_new_files(source, ObjectStore(s3.settings() if s3 else None), context.cursor, order)
+        except NotFoundError:
+            return dg.SkipReason(
+                f"The source folder {source.root} does not exist yet: create it (or fix `source`); "
+                "the sensor keeps looking"
+            )
         if not found.uris:
             return dg.SkipReason(f"No new files in {source.root}")
         digest = hashlib.sha256(found.cursor.encode()).hexdigest()[:24]
@@ -179,8 +397,8 @@ def new_file_sensor(
             run_requests=[
                 dg.RunRequest(
                     run_key=f"{name}-new-files-{digest}",
-                    asset_selection=[asset_key],
-                    tags={"ducklake_assets/new_files": str(len(found.uris))},
+                    asset_selection=selection,
+                    tags={_SENSOR_TAG: str(len(found.uris))},
                 )
             ],
             cursor=found.cursor,

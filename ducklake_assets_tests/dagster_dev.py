@@ -1,4 +1,4 @@
-"""Run ``dagster dev`` for a test, drive it through GraphQL and look at its UI with headless Chromium.
+"""Run ``dg dev`` (Dagster's dev server) for a test, drive it through GraphQL and look at its UI with headless Chromium.
 
 ``dagster_dev(...)`` starts the webserver, the daemon and the code server the way a user does, on a free
 port with a throwaway ``DAGSTER_HOME``, and stops every one of them afterwards, also when the test fails:
@@ -393,7 +393,7 @@ def dagster_dev(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [str(bin_dir / "dagster"), "dev", "-w", str(workspace), "-p", str(port), "-h", "127.0.0.1"],
+            [str(bin_dir / "dg"), "dev", "-w", str(workspace), "-p", str(port), "-h", "127.0.0.1"],
             cwd=workspace.parent,
             env=environment,
             stdin=subprocess.DEVNULL,

@@ -331,7 +331,7 @@ def test_retention_keeps_the_last_backups_and_the_young_ones(tmp_path: Path) -> 
         run(settings, f"INSERT INTO trips VALUES ({1000 + number}, 'later')")
         made.append(create_backup(settings, backups, store=ObjectStore()).backup)
 
-    result = create_backup(settings, backups, store=ObjectStore(), keep_last=3)
+    result = create_backup(settings, backups, store=ObjectStore(), keep_last=3, force=True)
 
     assert [info.uri for info in result.removed] == [made[1].uri, made[0].uri]
     assert list_backups(backups, ObjectStore()) == [result.backup, made[3], made[2]]
@@ -387,7 +387,7 @@ def test_listing_shows_backups_newest_first_and_nothing_else(tmp_path: Path) -> 
     fill(settings)
     backups = tmp_path / "backups"
     older = create_backup(settings, str(backups), store=ObjectStore()).backup
-    newer = create_backup(settings, str(backups), store=ObjectStore()).backup
+    newer = create_backup(settings, str(backups), store=ObjectStore(), force=True).backup
     create_backup(settings, str(backups / "safety"), store=ObjectStore())
     (backups / "notes.txt").write_text("not a backup")
 

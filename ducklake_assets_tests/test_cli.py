@@ -146,3 +146,24 @@ def test_serving_a_folder_that_is_not_there_says_so(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2 and "is not a folder" in result.stderr
+
+
+def test_backing_up_or_publishing_an_unchanged_lake_again_writes_nothing_unless_forced(tmp_path: Path) -> None:
+    settings = lake_settings("duckdb", tmp_path / "lake")
+    fill(settings)
+    backups, site = tmp_path / "backups", tmp_path / "site" / "trips.ducklake"
+    backup = ("backup", settings.catalog.path, str(backups), "--data-path", settings.data_path)
+    assert cli(*backup).returncode == 0
+    assert cli("publish", str(backups), str(site)).returncode == 0
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in tmp_path.glob("[bs]*/**/*") if p.is_file())
+
+    again = cli(*backup)
+    republished = cli("publish", str(backups), str(site))
+
+    assert again.returncode == 0 and republished.returncode == 0, again.stderr + republished.stderr
+    assert again.stdout.startswith("up to date at snapshot 4: ") and "nothing written" in again.stdout
+    assert republished.stdout.startswith("up to date at snapshot 4: ") and "revision 1" in republished.stdout
+    assert sorted((str(p), p.stat().st_mtime_ns) for p in tmp_path.glob("[bs]*/**/*") if p.is_file()) == before
+    forced = cli(*backup, "--force")
+    assert forced.stdout.startswith("backed up snapshot 4 ")
+    assert "published revision 2 " in cli("publish", str(backups), str(site), "--force").stdout

@@ -428,8 +428,12 @@ def _after_the_kill(settings: LakeSettings, backups: Place, first_snapshot: int,
 
     again = create_backup(settings, backups.uri())
 
-    needed = {item.uri.removeprefix(backups.uri("")) for item in again.files.files()}
-    assert {item.uri.removeprefix(backups.uri("")) for item in again.files.copied} == needed - held
+    if again.up_to_date:
+        assert latest.snapshot_id == latest_snapshot(settings), "the killed run had finished: nothing left to do"
+        assert again.backup == latest and backups.files() == before
+    else:
+        needed = {item.uri.removeprefix(backups.uri("")) for item in again.files.files()}
+        assert {item.uri.removeprefix(backups.uri("")) for item in again.files.copied} == needed - held
     assert not [name for name in backups.files() if ".tmp-" in name], "a killed run's temporary files are removed"
     assert check_backup_files(backups.uri(), ObjectStore(), ObjectStore()).ok
     with plain_reader(backups.uri("latest.ducklake")) as reader:

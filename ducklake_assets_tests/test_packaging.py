@@ -21,6 +21,18 @@ def test_the_core_and_the_command_line_never_import_dagster() -> None:
     assert loaded.stdout.strip() == "[]", f"Dagster modules loaded by the core: {loaded.stdout}"
 
 
+def test_the_io_manager_imports_without_pandas_or_polars() -> None:
+    script = (
+        "import sys\n"
+        "import ducklake_assets.io_manager\n"
+        "from ducklake_assets import DuckLakeIOManager\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'polars', 'pyarrow', 'numpy'}))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "[]", f"DataFrame libraries loaded by importing the IO manager: {loaded.stdout}"
+
+
 def test_every_public_name_loads_and_is_listed() -> None:
     for name in ducklake_assets.__all__:
         assert getattr(ducklake_assets, name) is not None, name

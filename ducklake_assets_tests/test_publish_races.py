@@ -121,10 +121,13 @@ def test_racing_publishers_each_keep_a_whole_revision_under_a_number_of_their_ow
     winner = next(outcome for outcome in outcomes if outcome[2] == 3)
     assert read_revision(publish_uri, s3) == (3, winner[0], winner[0] + 1)
 
-    later = publish_frozen_lake(catalogs[0], publish_uri, store=store, self_contained=s3 is not None)
+    unchanged = publish_frozen_lake(catalogs[winner[0]], publish_uri, store=store, self_contained=s3 is not None)
+    loser = next(outcome[0] for outcome in outcomes if outcome[2] != 3)
+    later = publish_frozen_lake(catalogs[loser], publish_uri, store=store, self_contained=s3 is not None)
 
+    assert unchanged.up_to_date and unchanged.revision.number == 3, "the winner's lake is already published"
     assert later.revision.number == 4 and later.exposed
-    assert read_revision(publish_uri, s3) == (4, 0, 1)
+    assert read_revision(publish_uri, s3) == (4, loser, loser + 1)
 
 
 def test_a_slow_publisher_never_puts_an_older_snapshot_over_a_newer_one(tmp_path: Path) -> None:

@@ -1,14 +1,19 @@
-"""The README's demo, run the way a user runs it: ``dagster dev``, the whole pipeline, the UI in a browser.
+"""The README's demo, run the way a user runs it: ``dg dev``, the whole pipeline, the UI in a browser.
 
 Screenshots and the ``dagster dev`` log land in ``test-artifacts/ui_end_to_end/`` at the repository root.
 """
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
+import dagster as dg
+
+from ducklake_assets.demo import build_demo
 from ducklake_assets_tests.dagster_dev import (
     asset_page_url,
     chromium_executable,
@@ -22,7 +27,10 @@ ARTIFACTS = REPO_ROOT / "test-artifacts" / "ui_end_to_end"
 
 PIPELINE_ASSETS = {
     ("space", "source_files"),
+    ("space", "sample_files"),
     ("space", "catalog_snapshot"),
+    ("space", "astronauts"),
+    ("space", "missions"),
     ("space", "static_backup"),
     ("space", "frozen_lake"),
 }
@@ -42,6 +50,21 @@ def test_the_demo_pipeline_runs_from_dagster_dev_and_the_ui_shows_its_assets_and
     timings: dict[str, float] = {}
     started = time.monotonic()
     demo_env = {"DUCKLAKE_DEMO_DIR": str(tmp_path / "demo")}
+
+    in_process = build_demo(tmp_path / "in_process")
+    in_process_started = time.monotonic()
+    assert dg.materialize(list(in_process.assets), resources=in_process.resources).success
+    timings["pipeline in process"] = time.monotonic() - in_process_started
+    fresh = (
+        "import sys, dagster as dg\n"
+        "from pathlib import Path\n"
+        "from ducklake_assets.demo import build_demo\n"
+        "defs = build_demo(Path(sys.argv[1]))\n"
+        "assert dg.materialize(list(defs.assets), resources=defs.resources).success\n"
+    )
+    fresh_started = time.monotonic()
+    subprocess.run([sys.executable, "-c", fresh, str(tmp_path / "fresh_process")], check=True, capture_output=True)
+    timings["pipeline in a fresh process"] = time.monotonic() - fresh_started
 
     with dagster_dev(REPO_ROOT / "workspace.yaml", tmp_path, ARTIFACTS / "dagster_dev.log", env=demo_env) as (
         dev,
@@ -82,12 +105,23 @@ def test_the_demo_pipeline_runs_from_dagster_dev_and_the_ui_shows_its_assets_and
             assert not missing_checks, f"checks page of {asset_key} lacks {missing_checks}; it shows: {checks_text}"
             explanations = [result.description for result in results if result.asset_key == asset_key]
             assert any(explanation in checks_text for explanation in explanations), checks_text
+        attach = "ATTACH 'ducklake:latest.ducklake' AS backup (READ_ONLY)"
+        overview = render_page(
+            asset_page_url(dev.url, ("space", "static_backup")), ARTIFACTS / "static_backup.png", [attach]
+        )
+        assert attach in overview, f"the static_backup description lost its attach line: {overview}"
         timings["browser"] = time.monotonic() - browser_started
 
     assert dev.process.returncode is not None
     assert processes_with_environment("DAGSTER_HOME", str(dev.dagster_home)) == []
     timings["total"] = time.monotonic() - started
+    timings["dg dev / in process"] = timings["pipeline run"] / timings["pipeline in process"]
+    timings["dg dev / fresh process"] = timings["pipeline run"] / timings["pipeline in a fresh process"]
     (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=2))
+    print(f"timings: {json.dumps(timings)}")
+    log = (ARTIFACTS / "dagster_dev.log").read_text()
+    warnings = [line for line in log.splitlines() if "Warning:" in line]
+    assert not warnings, f"dg dev printed warnings: {warnings}"
 
     assert PIPELINE_ASSETS <= assets, f"the demo lacks assets {sorted(PIPELINE_ASSETS - assets)}"
     assert PIPELINE_CHECKS <= checks, f"the demo lacks checks {sorted(PIPELINE_CHECKS - checks)}"

@@ -29,7 +29,8 @@ and to reference nothing outside the backup store; only then is it exposed under
 file index ``.files.json``, the manifest ``.json``, the versioned ``backup-<UTC time>-snapshot-<id>.ducklake``,
 the stable copy ``latest.ducklake`` and last the pointer ``latest.json``. Every upload is atomic, so a
 failure or a kill at any step leaves every earlier backup readable; the next run removes what a killed
-run left behind.
+run left behind. When the newest backup already holds the catalog's latest snapshot (same id, same commit
+time), nothing is written at all unless ``force`` asks for a new backup.
 """
 
 import dataclasses
@@ -177,7 +178,9 @@ class BackupResult:
     count in the backup when ``count_rows`` was asked for. ``files`` says which data files a full backup
     copied and which the store already held (``None`` for a metadata backup); ``store_bytes`` is the
     size of everything under ``backup_uri`` afterwards; ``removed_files`` counts the data files retention
-    deleted because no retained backup needs them any more.
+    deleted because no retained backup needs them any more. ``up_to_date`` is true when nothing was
+    written because the newest backup already held the catalog's latest snapshot: ``backup`` and
+    ``manifest`` then describe that backup.
     """
 
     backup: BackupInfo
@@ -191,6 +194,7 @@ class BackupResult:
     files: SyncReport | None = None
     store_bytes: int | None = None
     removed_files: int = 0
+    up_to_date: bool = False
 
 
 def manifest_uri_for(backup_file_uri: str) -> str:
@@ -361,6 +365,36 @@ def _stage_catalog(
     if target.with_name(target.name + ".wal").exists():
         raise BackupError(f"Backup file {target} still has a write-ahead log after CHECKPOINT; not exposing it")
     return manifest, since_previous, transfers
+
+
+def latest_catalog_snapshot(settings: LakeSettings) -> tuple[int, datetime] | None:
+    """The id and commit time of the catalog's latest snapshot, read from its catalog tables (read-only).
+
+    ``None`` when the catalog database holds no DuckLake catalog yet. This is the small read that tells
+    whether the newest backup is still current; a snapshot id alone is not enough, since a restore that
+    dropped snapshots lets the catalog reuse their ids.
+    """
+    if not catalog_file_exists(settings.catalog):
+        raise BackupError(f"Catalog file of {settings.describe()} does not exist: nothing to back up")
+    schema = metadata_schema_of(settings)
+    connection = new_connection(memory_limit=settings.memory_limit, threads=settings.threads)
+    try:
+        load_extensions(connection, catalog_extensions(settings.catalog))
+        attach_catalog_database(connection, settings.catalog, _SOURCE, read_only=True)
+        if "ducklake_snapshot" not in ducklake_tables(connection, _SOURCE, schema):
+            return None
+        row = connection.execute(
+            f"SELECT snapshot_id, CAST(snapshot_time AS TIMESTAMPTZ) FROM "
+            f"{qualified_name(_SOURCE, schema, 'ducklake_snapshot')} ORDER BY snapshot_id DESC LIMIT 1"
+        ).fetchone()
+    except (duckdb.Error, CatalogConnectionError) as error:
+        raise BackupError(
+            f"Could not read the latest snapshot of DuckLake catalog {settings.describe()}; nothing was written: "
+            f"{redact(str(error), settings.secrets())}"
+        ) from None
+    finally:
+        connection.close()
+    return None if row is None else (row[0], _utc(row[1]))
 
 
 def store_key_sql(path: str, data_path: str) -> str:
@@ -608,8 +642,14 @@ def create_backup(
     storage_version: str | None = None,
     count_rows: bool = False,
     checkpoint: Checkpoint | None = None,
+    force: bool = False,
 ) -> BackupResult:
     """Back up the lake of ``settings`` under ``backup_uri`` (a folder or ``s3://bucket/prefix``).
+
+    When the newest backup (the one ``latest.json`` names) already holds the catalog's latest snapshot,
+    the same id committed at the same time, in the same ``mode`` and ``storage_version``, nothing is
+    written: no backup, no ``latest`` change, no pruning. The result then has ``up_to_date=True`` and
+    describes that backup.
 
     Args:
         settings: the lake to back up; it is only read.
@@ -626,6 +666,7 @@ def create_backup(
             opens it).
         count_rows: also count the rows of every table in the backup.
         checkpoint: called as ``checkpoint(step, detail)`` after each step (tests kill the process there).
+        force: make a new backup even when the newest one is up to date.
 
     Raises :class:`BackupError` naming the file or location when anything cannot be read, copied,
     verified or written; then every earlier backup is left as it was.
@@ -643,10 +684,25 @@ def create_backup(
     started = time.monotonic()
     step = checkpoint or (lambda step, detail: None)
     try:
+        newest = latest_manifest(backup_uri, store)
+        previous = _info_from_manifest(backup_uri, newest) if newest else None
+        if not force and newest is not None and (newest.mode, newest.storage_version) == (mode, storage_version):
+            snapshot = latest_catalog_snapshot(settings)
+            if snapshot == (newest.snapshot_id, newest.snapshot_time) and store.exists(previous.uri):
+                return BackupResult(
+                    backup=previous,
+                    manifest=newest,
+                    latest_uri=latest_uri(backup_uri),
+                    previous=previous,
+                    snapshots_since_previous=0,
+                    removed=[],
+                    table_rows=None,
+                    duration_seconds=time.monotonic() - started,
+                    up_to_date=True,
+                )
         listing = list_many(store, [backup_uri])
         for uri in store.remove_abandoned(listing.values()):
             listing.pop(uri, None)
-        previous = latest_backup(backup_uri, store)
     except StorageError as error:
         raise BackupError(f"Cannot reach backup location {backup_uri}: {error}") from None
     with scratch_folder("backup") as folder:
@@ -802,16 +858,27 @@ def read_manifest_from_file(path: str | Path, described: str | None = None) -> B
         connection.close()
 
 
-def latest_backup(backup_uri: str, store: ObjectStore) -> BackupInfo | None:
-    """The backup ``latest.json`` points to under ``backup_uri``, or ``None`` when there is none yet."""
+def latest_manifest(backup_uri: str, store: ObjectStore) -> BackupManifest | None:
+    """The manifest of the backup ``latest.json`` points to under ``backup_uri`` (``None`` when there is none
+    yet): one small read that says which snapshot the newest backup holds."""
     backup_uri = backup_folder(backup_uri)
     pointer = manifest_uri_for(latest_uri(backup_uri))
     if not store.exists(pointer):
         return None
-    manifest = read_manifest(latest_uri(backup_uri), store)
+    return read_manifest(latest_uri(backup_uri), store)
+
+
+def _info_from_manifest(backup_uri: str, manifest: BackupManifest) -> BackupInfo:
     return BackupInfo(
         join_uri(backup_uri, manifest.file_name), manifest.snapshot_id, manifest.created_at, manifest.size_bytes or 0
     )
+
+
+def latest_backup(backup_uri: str, store: ObjectStore) -> BackupInfo | None:
+    """The backup ``latest.json`` points to under ``backup_uri``, or ``None`` when there is none yet."""
+    backup_uri = backup_folder(backup_uri)
+    manifest = latest_manifest(backup_uri, store)
+    return _info_from_manifest(backup_uri, manifest) if manifest else None
 
 
 @dataclass(frozen=True)

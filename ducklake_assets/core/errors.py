@@ -25,6 +25,10 @@ class StorageError(DuckLakeAssetsError):
     """A local folder or object store could not be listed, read or written."""
 
 
+class NotFoundError(StorageError):
+    """A folder, prefix or object that was expected is not there (yet)."""
+
+
 class AlreadyExistsError(StorageError):
     """A create-only write found the target already there (another writer claimed it first)."""
 
@@ -67,6 +71,10 @@ class MaintenanceError(DuckLakeAssetsError):
 
 class SQLCommandError(DuckLakeAssetsError):
     """A user SQL command failed."""
+
+
+class LakeIOError(DuckLakeAssetsError):
+    """An asset's output could not be written to its lake table, or an input could not be read from one."""
 
 
 class WriteConflictError(DuckLakeAssetsError):

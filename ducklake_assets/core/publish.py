@@ -21,8 +21,13 @@ catalog or its data files:
    only if ``publish_uri`` still holds what was read a moment before (compare and swap) and is older:
    at every moment ``publish_uri`` is one complete revision, never a partial file or an older one;
 6. old revisions are pruned, never the one ``publish_uri`` holds.
+
+Before any of this, the source's latest snapshot is compared with the stamp of the revision
+``publish_uri`` holds: when that revision was made from the same snapshot (id and commit time) with the
+same settings, nothing is written, claimed or pruned (unless ``force``).
 """
 
+import hashlib
 import json
 import os
 import re
@@ -34,7 +39,7 @@ from pathlib import Path
 
 import duckdb
 
-from .backup import DATA_FOLDER, MANIFEST_TABLE, fetch_backup, resolve_backup_file, store_key_sql
+from .backup import DATA_FOLDER, MANIFEST_TABLE, fetch_backup, latest_manifest, resolve_backup_file, store_key_sql
 from .catalog import DuckDBCatalog
 from .errors import (
     AlreadyExistsError,
@@ -67,6 +72,7 @@ PUBLICATION_TABLE = "ducklake_assets_publication"
 REVISIONS_FOLDER = "revisions"
 CLAIM_SUFFIX = ".claim"
 _REVISION_METADATA = "ducklake-revision"
+_STATE_METADATA = "ducklake-state"
 CHANGED_WHILE_READ = (
     "the file was replaced by a newer revision while it was being read (DuckDB's ETag check refused to mix "
     "two revisions); attach it again, or attach a pinned revision for long sessions"
@@ -99,7 +105,11 @@ class LakeContents:
 
 @dataclass(frozen=True)
 class PublishResult:
-    """The outcome of one publication, with everything a reader needs to attach it."""
+    """The outcome of one publication, with everything a reader needs to attach it.
+
+    ``up_to_date`` is true when nothing was published because ``publish_uri`` already held the source's
+    snapshot with the same settings; ``revision`` and ``contents`` then describe that revision.
+    """
 
     publish_uri: str
     reader_url: str
@@ -113,6 +123,7 @@ class PublishResult:
     report: "StrangerReport | None" = None
     superseded_by: int | None = None
     files: SyncReport | None = None
+    up_to_date: bool = False
 
     @property
     def exposed(self) -> bool:
@@ -228,17 +239,57 @@ def list_revisions(publish_uri: str, store: ObjectStore) -> list[Revision]:
     return sorted(found, key=lambda revision: revision.number)
 
 
-def current_revision(publish_uri: str, s3: S3Settings | None = None) -> int | None:
-    """The revision number ``publish_uri`` holds, read from the file itself; ``None`` if there is none."""
-    connection = _stranger_connection(s3, ["httpfs"] if is_remote(publish_uri) else [])
+@dataclass(frozen=True)
+class PublicationStamp:
+    """What a published file records about itself (table ``ducklake_assets_publication``).
+
+    ``state`` fingerprints what the revision was made from: the source and its snapshot (id and commit
+    time), the source's DuckLake format, the duckdb release and the publication settings. Files
+    published before it was recorded have ``None`` there and in the fields after ``revision``.
+    """
+
+    revision: int
+    snapshot_id: int | None = None
+    state: str | None = None
+    format_version: str | None = None
+    source_format_version: str | None = None
+    data_path: str | None = None
+    tables: dict[str, int] | None = None
+
+
+def read_stamp(catalog_uri: str, s3: S3Settings | None = None) -> PublicationStamp | None:
+    """The stamp of a published file (a local path or ``s3://`` URI), read from the file itself without
+    downloading it; ``None`` when it does not exist or holds none."""
+    connection = _stranger_connection(s3, ["httpfs"] if is_remote(catalog_uri) else [])
     try:
-        connection.execute(f"ATTACH {quote_literal(_local_or_url(publish_uri))} AS published (READ_ONLY)")
-        row = connection.execute(f"SELECT max(revision) FROM published.main.{quote_identifier(PUBLICATION_TABLE)}")
-        return row.fetchone()[0]
+        connection.execute(f"ATTACH {quote_literal(_local_or_url(catalog_uri))} AS published (READ_ONLY)")
+        cursor = connection.execute(
+            f"SELECT * FROM published.main.{quote_identifier(PUBLICATION_TABLE)} ORDER BY revision DESC LIMIT 1"
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        values = dict(zip([column[0] for column in cursor.description], row, strict=True))
     except (duckdb.Error, UnicodeDecodeError):
         return None
     finally:
         connection.close()
+    tables = values.get("tables")
+    return PublicationStamp(
+        revision=values["revision"],
+        snapshot_id=values.get("snapshot_id"),
+        state=values.get("state"),
+        format_version=values.get("format_version"),
+        source_format_version=values.get("source_format_version"),
+        data_path=values.get("data_path"),
+        tables=json.loads(tables) if tables else None,
+    )
+
+
+def current_revision(publish_uri: str, s3: S3Settings | None = None) -> int | None:
+    """The revision number ``publish_uri`` holds, read from the file itself; ``None`` if there is none."""
+    stamp = read_stamp(publish_uri, s3)
+    return stamp.revision if stamp else None
 
 
 def claim_uri(publish_uri: str, number: int) -> str:
@@ -288,6 +339,7 @@ def publish_frozen_lake(
     self_contained: bool = False,
     data_store: ObjectStore | None = None,
     checkpoint: Checkpoint | None = None,
+    force: bool = False,
 ) -> PublishResult:
     """Publish a read-only copy of a DuckDB-file DuckLake catalog to ``publish_uri``.
 
@@ -311,6 +363,14 @@ def publish_frozen_lake(
             incrementally with the engine full backups use, so the frozen lake is complete on its own
             wherever it is published. ``data_store`` reaches the data files (default: ``store``).
         checkpoint: called as ``checkpoint(step, detail)`` after each step (tests line publishers up).
+        force: publish a new revision even when ``publish_uri`` is up to date.
+
+    When ``publish_uri`` already holds the source's latest snapshot (the same id committed at the same
+    time, in the same DuckLake format, made by the same duckdb release with the same source, data path,
+    reader and ``self_contained`` settings), nothing is written, claimed or pruned: the result has
+    ``up_to_date=True`` and describes the revision it holds. Finding that out reads the source's latest
+    snapshot (a backup's ``latest.json``, or the catalog file's snapshot table) and the published file's
+    own stamp.
 
     Revision numbers are claimed atomically (a create-only marker per number: an exclusive create
     locally, ``If-None-Match: *`` on S3), so two publishers never share one; the stable file is replaced
@@ -331,6 +391,11 @@ def publish_frozen_lake(
     reader_url = reader_url or publish_uri
     unchanged = f"{publish_uri} is left as it was."
     step = checkpoint or (lambda step, detail: None)
+    settings = _publication_settings(source, data_path, reader_url, reader_data_path, legacy_uri, self_contained)
+    if not force:
+        held = _published_if_current(source, publish_uri, reader_url, store, settings)
+        if held is not None:
+            return held
     with scratch_folder("publish") as folder:
         marker = folder / "claim.json"
         marker.write_text(json.dumps({"claimed_at": datetime.now(UTC).isoformat()}))
@@ -356,12 +421,13 @@ def publish_frozen_lake(
                 self_contained,
                 number,
                 checkpoint,
+                settings,
             )
         except BaseException:
             _delete_quietly(store, claim_uri(publish_uri, number))
             _remove_if_empty(missing_folders)
             raise
-        copy, legacy_copy, described, resolved_data_path, files, source_version, contents, notes = staged
+        copy, legacy_copy, described, resolved_data_path, files, source_version, contents, notes, state = staged
         revision_location = revision_uri(publish_uri, number, contents.snapshot_id)
         try:
             if files is not None:
@@ -385,7 +451,7 @@ def publish_frozen_lake(
             )
         step("verified", revision_location)
         try:
-            superseded_by = _expose(copy, publish_uri, store, number)
+            superseded_by = _expose(copy, publish_uri, store, number, state)
         except StorageError as error:
             raise PublishError(f"Cannot publish the frozen lake to {publish_uri}: {error}. {unchanged}") from None
         if superseded_by is not None:
@@ -434,16 +500,18 @@ def _stage_revision(
     self_contained: bool,
     number: int,
     checkpoint: Checkpoint | None,
+    settings: dict[str, object],
 ):
     """Read the source into a private copy, make it readable from anywhere, migrate and stamp it.
 
     Runs after the revision number is claimed, so a higher number always holds a source read later.
+    ``settings`` (from :func:`_publication_settings`) and the copy's snapshot make the stamp's state.
     """
     copy = folder / "frozen.ducklake"
     try:
         described, settings_data_path = _fetch_source(source, store, copy)
         data_path = data_path or settings_data_path
-        resolved_data_path = _make_references_absolute(copy, described, data_path, reader_data_path)
+        resolved_data_path, snapshot = _make_references_absolute(copy, described, data_path, reader_data_path)
         files = None
         if self_contained:
             resolved_data_path, files = _copy_files_beside(
@@ -461,17 +529,150 @@ def _stage_revision(
                 "the format of the running ducklake extension."
             )
             legacy_copy = None
+        state = publication_state(settings, snapshot)
+        stamp = PublicationStamp(
+            revision=number,
+            snapshot_id=contents.snapshot_id,
+            state=state,
+            format_version=contents.format_version,
+            source_format_version=source_version,
+            data_path=resolved_data_path,
+            tables=contents.tables,
+        )
         for path in (copy, legacy_copy):
             if path is not None:
-                _stamp(path, number, contents.snapshot_id)
+                _stamp(path, stamp)
     except duckdb.Error as error:
         raise PublishError(
             f"Cannot prepare the frozen lake for {publish_uri}: {error}. {publish_uri} is left as it was."
         ) from None
-    return copy, legacy_copy, described, resolved_data_path, files, source_version, contents, notes
+    return copy, legacy_copy, described, resolved_data_path, files, source_version, contents, notes, state
 
 
-def _expose(copy: Path, publish_uri: str, store: ObjectStore, number: int) -> int | None:
+def _publication_settings(
+    source: str | Path | LakeSettings,
+    data_path: str | None,
+    reader_url: str,
+    reader_data_path: str | None,
+    legacy_uri: str | None,
+    self_contained: bool,
+) -> dict[str, object]:
+    """Everything besides the source's snapshot that decides what a revision holds."""
+    if isinstance(source, LakeSettings):
+        data_path = data_path or source.data_path
+        where = source.catalog.metadata_path() if isinstance(source.catalog, DuckDBCatalog) else source.describe()
+    else:
+        where = str(source)
+    return {
+        "source": _local_or_url(where),
+        "data_path": absolute_local_path(data_path) if data_path else None,
+        "reader_url": reader_url,
+        "reader_data_path": reader_data_path,
+        "legacy_uri": absolute_local_path(legacy_uri) if legacy_uri else None,
+        "self_contained": self_contained,
+        "duckdb": duckdb.__version__,
+    }
+
+
+SourceSnapshot = tuple[int, str, str | None]
+"""A source's latest snapshot id, its commit time (ISO, UTC) and the source's DuckLake format version."""
+
+
+def publication_state(settings: dict[str, object], snapshot: SourceSnapshot) -> str:
+    """The fingerprint a revision is stamped with: equal fingerprints mean publishing again changes nothing."""
+    snapshot_id, snapshot_time, format_version = snapshot
+    values = {**settings, "snapshot_id": snapshot_id, "snapshot_time": snapshot_time, "format": format_version}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _iso_utc(value: datetime) -> str:
+    return (value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def _catalog_snapshot(connection: duckdb.DuckDBPyConnection, database: str) -> SourceSnapshot:
+    """The latest snapshot of the DuckLake catalog tables in ``database`` (attached as a plain database)."""
+    prefix = f"{quote_identifier(database)}.main"
+    snapshot_id, snapshot_time = connection.execute(
+        f"SELECT snapshot_id, CAST(snapshot_time AS TIMESTAMPTZ) FROM {prefix}.ducklake_snapshot "
+        "ORDER BY snapshot_id DESC LIMIT 1"
+    ).fetchone()
+    version = connection.execute(
+        f"SELECT value FROM {prefix}.ducklake_metadata WHERE scope IS NULL AND key = 'version'"
+    ).fetchone()
+    return snapshot_id, _iso_utc(snapshot_time), version[0] if version else None
+
+
+def _source_snapshot(source: str | Path | LakeSettings, store: ObjectStore) -> SourceSnapshot | None:
+    """The source's latest snapshot, by a small read: a backup folder's ``latest.json``, or the catalog
+    file's snapshot table. ``None`` when it cannot be read so cheaply (the publication then says why)."""
+    if isinstance(source, LakeSettings):
+        if not isinstance(source.catalog, DuckDBCatalog):
+            return None
+        source = source.catalog.metadata_path()
+    source = str(source)
+    try:
+        if Path(source).is_dir() if not is_remote(source) else not store.exists(source):
+            manifest = latest_manifest(source, store)
+            if manifest is None:
+                return None
+            return manifest.snapshot_id, _iso_utc(manifest.snapshot_time), manifest.ducklake_version
+    except (BackupError, StorageError):
+        return None
+    if not is_remote(source) and not Path(source).expanduser().is_file():
+        return None
+    connection = _stranger_connection(store.s3, ["httpfs"] if is_remote(source) else [])
+    try:
+        connection.execute(f"ATTACH {quote_literal(_local_or_url(source))} AS source (READ_ONLY)")
+        return _catalog_snapshot(connection, "source")
+    except (duckdb.Error, TypeError):
+        return None
+    finally:
+        connection.close()
+
+
+def _published_if_current(
+    source: str | Path | LakeSettings,
+    publish_uri: str,
+    reader_url: str,
+    store: ObjectStore,
+    settings: dict[str, object],
+) -> PublishResult | None:
+    """The revision ``publish_uri`` holds when publishing ``source`` again would change nothing, else ``None``.
+
+    Reads the source's latest snapshot and the published file's stamp (on S3 its metadata first, which
+    says in one request when the stamp cannot match); writes nothing.
+    """
+    snapshot = _source_snapshot(source, store)
+    if snapshot is None:
+        return None
+    state = publication_state(settings, snapshot)
+    try:
+        current = store.stat_if_exists(publish_uri)
+    except StorageError:
+        return None
+    if current is None:
+        return None
+    recorded = (current.metadata or {}).get(_STATE_METADATA)
+    if recorded is not None and recorded != state:
+        return None
+    stamp = read_stamp(publish_uri, store.s3)
+    if stamp is None or stamp.state != state or stamp.snapshot_id is None:
+        return None
+    revision = Revision(
+        stamp.revision, stamp.snapshot_id, revision_uri(publish_uri, stamp.revision, stamp.snapshot_id), current.size
+    )
+    return PublishResult(
+        publish_uri=publish_uri,
+        reader_url=reader_url,
+        revision=revision,
+        contents=LakeContents(stamp.snapshot_id, stamp.format_version or "unknown", dict(stamp.tables or {})),
+        source_format_version=stamp.source_format_version or stamp.format_version or "unknown",
+        data_path=stamp.data_path,
+        up_to_date=True,
+    )
+
+
+def _expose(copy: Path, publish_uri: str, store: ObjectStore, number: int, state: str) -> int | None:
     """Make revision ``number`` the one ``publish_uri`` holds, unless a newer one got there first.
 
     Returns the newer revision's number when it did. The stable file is read, then replaced only if it
@@ -485,7 +686,8 @@ def _expose(copy: Path, publish_uri: str, store: ObjectStore, number: int) -> in
         if held is not None and held > number:
             return held
         try:
-            store.replace_file(copy, publish_uri, current, metadata={_REVISION_METADATA: str(number)})
+            metadata = {_REVISION_METADATA: str(number), _STATE_METADATA: state}
+            store.replace_file(copy, publish_uri, current, metadata=metadata)
             return None
         except ChangedError:
             continue
@@ -786,11 +988,11 @@ def _is_absolute(path: str) -> bool:
 
 def _make_references_absolute(
     copy: Path, described: str, data_path: str | None, reader_data_path: str | None
-) -> str | None:
+) -> tuple[str | None, SourceSnapshot]:
     """Rewrite the copy so no reference depends on the writer's working folder; checkpoint it.
 
     A backup's manifest table is dropped: it names the internal catalog, which readers need not see.
-    Returns the data path the published copy records.
+    Returns the data path the published copy records and the snapshot the copy holds.
     """
     connection = new_connection(database=str(copy))
     try:
@@ -798,7 +1000,9 @@ def _make_references_absolute(
             rows = connection.execute(
                 "SELECT key, value FROM ducklake_metadata WHERE scope IS NULL AND key IN ('data_path', 'version')"
             ).fetchall()
-        except duckdb.Error:
+            (database,) = connection.execute("SELECT current_database()").fetchone()
+            snapshot = _catalog_snapshot(connection, database)
+        except (duckdb.Error, TypeError):
             raise PublishError(f"{described} is not a DuckLake catalog (it has no ducklake_metadata table).") from None
         recorded = dict(rows).get("data_path")
         if reader_data_path:
@@ -823,7 +1027,7 @@ def _make_references_absolute(
         connection.close()
     if copy.with_name(copy.name + ".wal").exists():
         raise PublishError(f"The private copy of {described} still has a write-ahead log after CHECKPOINT.")
-    return new_data_path
+    return new_data_path, snapshot
 
 
 def _absolutize_files(connection: duckdb.DuckDBPyConnection, described: str, table: str, key: str) -> None:
@@ -888,18 +1092,30 @@ def _migrate_if_older(
         connection.close()
 
 
-def _stamp(copy: Path, number: int, snapshot_id: int) -> None:
-    """Record in the copy which revision it is, so the published file says what it holds."""
+def _stamp(copy: Path, stamp: PublicationStamp) -> None:
+    """Record in the copy which revision it is and what it was made from, so the published file says what it
+    holds and the next publication can tell it is still current."""
     connection = new_connection(database=str(copy))
     try:
         table = quote_identifier(PUBLICATION_TABLE)
         connection.execute(
             f"CREATE OR REPLACE TABLE {table} (revision BIGINT, snapshot_id BIGINT, published_at TIMESTAMPTZ, "
-            "published_by VARCHAR)"
+            "published_by VARCHAR, state VARCHAR, format_version VARCHAR, source_format_version VARCHAR, "
+            "data_path VARCHAR, tables VARCHAR)"
         )
         connection.execute(
-            f"INSERT INTO {table} VALUES (?, ?, ?, ?)",
-            [number, snapshot_id, datetime.now(UTC), f"ducklake-assets with duckdb {duckdb.__version__}"],
+            f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                stamp.revision,
+                stamp.snapshot_id,
+                datetime.now(UTC),
+                f"ducklake-assets with duckdb {duckdb.__version__}",
+                stamp.state,
+                stamp.format_version,
+                stamp.source_format_version,
+                stamp.data_path,
+                json.dumps(stamp.tables, sort_keys=True),
+            ],
         )
         connection.execute("CHECKPOINT")
     finally:

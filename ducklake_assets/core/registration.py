@@ -272,6 +272,25 @@ def registered_paths(connection: duckdb.DuckDBPyConnection, settings: LakeSettin
     return set(_catalog_paths(connection, settings))
 
 
+def tables_with_source_files(connection: duckdb.DuckDBPyConnection, settings: LakeSettings, schema: str) -> list[str]:
+    """Tables of ``schema`` holding files registered by reference (outside the data path): the tables a
+    registration made, as opposed to tables written through DuckDB into the data path."""
+    table = _metadata_table(settings, "ducklake_table")
+    schemas = _metadata_table(settings, "ducklake_schema")
+    data_file = _metadata_table(settings, "ducklake_data_file")
+    rows = connection.execute(
+        f"""
+        SELECT DISTINCT t.table_name
+        FROM {table} t JOIN {schemas} s ON s.schema_id = t.schema_id AND s.end_snapshot IS NULL
+        JOIN {data_file} f ON f.table_id = t.table_id AND f.end_snapshot IS NULL
+        WHERE t.end_snapshot IS NULL AND NOT f.path_is_relative AND lower(s.schema_name) = lower(?)
+        ORDER BY 1
+        """,
+        [schema],
+    ).fetchall()
+    return [name for (name,) in rows]
+
+
 def _catalog_paths(
     connection: duckdb.DuckDBPyConnection, settings: LakeSettings, *, begin_snapshot: int | None = None
 ) -> list[str]:
@@ -592,6 +611,8 @@ def _write_and_commit(
     done = 0
     shared_catalog = not isinstance(settings.catalog, DuckDBCatalog)
     current = None
+    if progress:
+        progress(0, total)
     try:
         for schema in sorted({plan.schema for plan in plans if not plan.exists}):
             connection.execute(f"CREATE SCHEMA IF NOT EXISTS {qualified_name(alias, schema)}")

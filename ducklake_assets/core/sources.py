@@ -6,12 +6,14 @@ a source yields :class:`SourceFile` objects whose ``uri`` is normalised by :func
 same file always has the same spelling, whatever form it was listed or registered under.
 """
 
+import contextlib
 import csv
 import io
 import json
 import os
 import posixpath
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePosixPath
@@ -20,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigurationError
 from .lake import is_remote
-from .storage import ObjectStore, StoredObject, split_s3_uri
+from .storage import ObjectStore, StoredObject, glob_match, split_s3_uri
 
 DEFAULT_PATTERN = "**/*.parquet"
 TableNameFrom = Literal["file_name", "parent_folder", "regex"]
@@ -206,6 +208,35 @@ class FileSource:
             size=item.size,
             modified=item.modified,
         )
+
+    def files_at(self, uris: Iterable[str]) -> tuple[list[SourceFile], list[str]]:
+        """The source files at ``uris`` (locations a producer reported writing), without listing the source.
+
+        Returns the files that belong to this source (below its root, matching its pattern, not hidden)
+        and the locations that do not. A manifest source cannot tell without being read, so every
+        location is returned as not belonging.
+        """
+        belonging: list[SourceFile] = []
+        others: list[str] = []
+        for location in uris:
+            uri = normalize_uri(location)
+            relative = uri.removeprefix(self.root + "/")
+            outside = self.kind == "manifest" or relative == uri or _hidden(relative)
+            if outside or not glob_match(relative, self.pattern):
+                others.append(location)
+                continue
+            belonging.append(SourceFile(uri=uri, table=self.naming.table_for(uri, relative), schema=self.naming.schema))
+        return belonging, others
+
+    def table_names(self, store: ObjectStore) -> list[str]:
+        """The tables the source's files name today, sorted; files whose name gives no valid table are left out."""
+        if self.kind == "manifest":
+            return sorted({source_file.table for source_file in self.read_manifest(store)})
+        names = set()
+        for item in self.list_objects(store):
+            with contextlib.suppress(ConfigurationError):
+                names.add(self.naming.table_for(normalize_uri(item.uri), self.relative_path(item.uri)))
+        return sorted(names)
 
     def read_manifest(self, store: ObjectStore) -> list[SourceFile]:
         """The files a manifest CSV names in its ``full_path`` column, in manifest order."""

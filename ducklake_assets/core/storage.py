@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from .errors import AlreadyExistsError, ChangedError, StorageError
+from .errors import AlreadyExistsError, ChangedError, NotFoundError, StorageError
 from .lake import is_remote
 from .s3 import S3Settings
 from .scratch import is_abandoned, temp_name
@@ -117,13 +117,13 @@ class ObjectStore:
                 objects = [o for o in objects if o.uri > start_after]
         if pattern:
             base = (prefix if is_remote(prefix) else str(Path(prefix).expanduser().resolve())).rstrip("/") + "/"
-            objects = [o for o in objects if _glob_match(o.uri.removeprefix(base), pattern)]
+            objects = [o for o in objects if glob_match(o.uri.removeprefix(base), pattern)]
         return objects
 
     def _list_local(self, prefix: str) -> list[StoredObject]:
         root = Path(prefix).expanduser()
         if not root.exists():
-            raise StorageError(f"Cannot list {prefix}: no such folder")
+            raise NotFoundError(f"Cannot list {prefix}: no such folder")
         if root.is_file():
             stat = root.stat()
             return [StoredObject(str(root.resolve()), stat.st_size, _utc(stat.st_mtime))]
@@ -418,7 +418,7 @@ def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, tz=UTC)
 
 
-def _glob_match(relative: str, pattern: str) -> bool:
+def glob_match(relative: str, pattern: str) -> bool:
     """Glob match where ``**/`` also matches zero folders (``**/*.parquet`` matches ``a.parquet``)."""
     if fnmatch.fnmatchcase(relative, pattern):
         return True
