@@ -40,6 +40,15 @@ def _human(duration: timedelta) -> str:
     return " ".join(parts[:2]) or f"{seconds}s"
 
 
+class StaticBackupConfig(dg.Config):
+    """Run config of the ``static_backup`` asset (launchpad); automation runs and schedules use the defaults."""
+
+    force: bool = Field(
+        default=False,
+        description="Write a new backup even when the newest one already holds the catalog's latest snapshot.",
+    )
+
+
 class RestoreCatalogConfig(dg.Config):
     """Which backup to restore into the pipeline's catalog, and how carefully."""
 
@@ -317,7 +326,9 @@ def build_backup_definitions(
     ``"metadata"`` (the catalog only). The asset runs in the concurrency pool ``pool`` (default
     ``<name>_static_backup``): give it a limit of 1 (``dagster instance concurrency set
     <name>_static_backup 1``) so two backups never share the store at once. When the newest backup already
-    holds the catalog's latest snapshot nothing is written: the materialization says ``up_to_date``.
+    holds the catalog's latest snapshot (and, for a full backup, the store still holds its files) nothing is
+    written: the materialization says ``up_to_date``. The run config ``force`` (:class:`StaticBackupConfig`)
+    writes a new backup anyway.
 
     Checks, evaluated in the asset's own step right after the backup (or alone, when only they are
     selected): ``backup_is_fresh`` passes when the backup holds the catalog's latest snapshot, or lags by at
@@ -404,7 +415,9 @@ def build_backup_definitions(
         pool=pool or f"{name}_static_backup",
         required_resource_keys=resource_keys,
     )
-    def static_backup(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    def static_backup(
+        context: dg.AssetExecutionContext, config: StaticBackupConfig
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         settings, store = lake_and_store(context.resources, lake_resource_key, s3_resource_key)
         if backup_key in context.selected_asset_keys:
             result = create_backup(
@@ -416,6 +429,7 @@ def build_backup_definitions(
                 keep_within=keep_within,
                 storage_version=storage_version,
                 count_rows=True,
+                force=config.force,
             )
             if result.up_to_date:
                 context.log.info(

@@ -300,7 +300,13 @@ class _LakeDbIOManager(DbIOManager):
         obj_type = context.dagster_type.typing_type
         load_type = self._default_load_type if obj_type is Any and self._default_load_type is not None else obj_type
         self._check_supported_type(load_type)
-        table_slice = self._get_table_slice(context, cast(dg.OutputContext, context.upstream_output))
+        upstream = cast(dg.OutputContext, context.upstream_output)
+        table_slice = self._get_table_slice(context, upstream)
+        # A pipeline table asset names its table: a translator may have given it any key.
+        table_name = (upstream.definition_metadata or {}).get("dagster/table_name")
+        if isinstance(table_name, str) and table_name.count(".") == 1:
+            schema, table = table_name.split(".")
+            table_slice = table_slice._replace(schema=schema, table=table)
         if schema := (context.definition_metadata or {}).get("schema"):
             table_slice = table_slice._replace(schema=schema)
         name = self._db_client.get_table_name(table_slice)

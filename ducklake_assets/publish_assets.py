@@ -4,9 +4,11 @@ turns it into an asset and reports it.
 """
 
 import dataclasses
+import functools
 from collections.abc import Iterator, Sequence
 
 import dagster as dg
+from pydantic import Field
 
 from .backup_assets import run_checks, upstream_asset_keys
 from .core.errors import ConfigurationError, DuckLakeAssetsError
@@ -82,20 +84,38 @@ def _stranger_metadata(report: StrangerReport) -> dict[str, object]:
     }
 
 
+class FrozenLakeConfig(dg.Config):
+    """Run config of the ``frozen_lake`` asset (launchpad); automation runs use the defaults."""
+
+    force: bool = Field(
+        default=False,
+        description=(
+            "Publish a new revision even when the published file already holds the source's latest snapshot "
+            "with the same settings."
+        ),
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Published:
-    """What the asset's step hands its checks: the materialization, the tables published and the verification
-    of the published file (as recorded in the metadata)."""
+    """What the asset's step hands its checks: the materialization, the tables published, the verification
+    of the published file (as recorded in the metadata) and whether nothing was published because it was up
+    to date (then nothing was verified in this run)."""
 
     materialization: dg.MaterializeResult
     tables: list[str]
     verified: dict | None
+    up_to_date: bool = False
 
 
-def verified_report(recorded: dict | None, store: ObjectStore, publish_uri: str) -> StrangerReport | None:
+def verified_report(
+    recorded: dict | None, store: ObjectStore, publish_uri: str, probe_files: bool = True
+) -> StrangerReport | None:
     """The asset's own verification of the published file (``recorded`` in its metadata), while that file is
-    unchanged (same ETag or local version)."""
+    unchanged (same ETag or local version) and the verification probed the data files if ``probe_files``."""
     if not recorded:
+        return None
+    if probe_files and not recorded.get("probe_files"):
         return None
     current = store.stat_if_exists(publish_uri)
     if current is None or current.version != recorded["version"]:
@@ -250,7 +270,9 @@ def build_publish_definitions(
     ``frozen_lake_matches_catalog`` passes when its snapshot is the catalog's latest and every table's
     row count equals the catalog's at that snapshot (a lake that is only behind fails with severity WARN).
     While the published file is the one the asset verified (same ETag or local version), the checks use
-    that verification instead of probing every data file again.
+    that verification instead of probing every data file again; after an up-to-date run (nothing published,
+    so nothing verified) they verify as a stranger again, once for both. The run config ``force``
+    (:class:`FrozenLakeConfig`) publishes a new revision even when ``publish_uri`` is up to date.
     ``blocking`` makes failing checks stop downstream assets in the same run.
     """
     if keep_revisions < 1:
@@ -312,7 +334,9 @@ def build_publish_definitions(
         recorded = event.asset_materialization.metadata.get(key) if event and event.asset_materialization else None
         return recorded.value if recorded is not None else None
 
-    def publish(context: dg.AssetExecutionContext, settings: LakeSettings, store: ObjectStore) -> Published:
+    def publish(
+        context: dg.AssetExecutionContext, settings: LakeSettings, store: ObjectStore, force: bool
+    ) -> Published:
         result = publish_frozen_lake(
             backup_uri or settings,
             publish_uri,
@@ -325,6 +349,7 @@ def build_publish_definitions(
             probe_files=probe_files,
             self_contained=self_contained,
             data_store=ObjectStore(settings.s3),
+            force=force,
         )
         if result.up_to_date:
             context.log.info(
@@ -341,12 +366,14 @@ def build_publish_definitions(
             context.log.warning(note)
         metadata = _publish_metadata(name, result)
         verified = None
-        if result.up_to_date:
-            verified = latest_metadata(context, _VERIFIED)
-        elif result.exposed and result.report is not None and url == publish_uri:
+        if result.exposed and result.report is not None and url == publish_uri:
             published = store.stat_if_exists(publish_uri)
             if published is not None:
-                verified = {"version": published.version, "report": report_to_json(result.report)}
+                verified = {
+                    "version": published.version,
+                    "probe_files": probe_files,
+                    "report": report_to_json(result.report),
+                }
         if verified is not None:
             metadata[_VERIFIED] = dg.MetadataValue.json(verified)
         materialization = dg.MaterializeResult(
@@ -354,7 +381,7 @@ def build_publish_definitions(
             metadata=metadata,
             data_version=dg.DataVersion(str(result.contents.snapshot_id)),
         )
-        return Published(materialization, sorted(result.contents.tables), verified)
+        return Published(materialization, sorted(result.contents.tables), verified, result.up_to_date)
 
     @dg.multi_asset(
         name=f"{name}__frozen_lake",
@@ -364,24 +391,32 @@ def build_publish_definitions(
         pool=pool or f"{name}_frozen_lake",
         required_resource_keys=resource_keys,
     )
-    def frozen_lake(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    def frozen_lake(
+        context: dg.AssetExecutionContext, config: FrozenLakeConfig
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         settings, store = lake_and_store(context.resources, lake_resource_key, s3_resource_key)
+        up_to_date = False
         if frozen_key in context.selected_asset_keys:
-            published = publish(context, settings, store)
+            published = publish(context, settings, store, config.force)
             yield published.materialization
-            tables, verified = published.tables, published.verified
+            tables, verified, up_to_date = published.tables, published.verified, published.up_to_date
         else:
             tables = latest_metadata(context, _TABLE_NAMES) or []
             verified = latest_metadata(context, _VERIFIED)
         expected = sorted({*tables, *(table_key(t) for t in expected_tables)})
+
+        @functools.cache
+        def report() -> StrangerReport | None:
+            if up_to_date:
+                return verify_as_stranger(url, store.s3, expected, probe_files=probe_files)
+            return verified_report(verified, store, publish_uri, probe_files)
+
         yield from run_checks(
             context,
             {
-                opens_key: lambda: frozen_lake_opens_read_only(
-                    opens_key, url, store, expected, verified_report(verified, store, publish_uri), probe_files
-                ),
+                opens_key: lambda: frozen_lake_opens_read_only(opens_key, url, store, expected, report(), probe_files),
                 matches_key: lambda: frozen_lake_matches_catalog(
-                    matches_key, url, settings, store, verified_report(verified, store, publish_uri), frozen_key
+                    matches_key, url, settings, store, report(), frozen_key
                 ),
             },
         )

@@ -66,6 +66,7 @@ class S3Resource(dg.ConfigurableResource):
             aws_session_token=self.aws_session_token,
             use_ssl=self.use_ssl,
             path_style=self.addressing_style == "path",
+            virtual_style=self.addressing_style == "virtual",
         )
 
     def get_client(self):

@@ -10,20 +10,21 @@ catalog, so a run requested twice, or a file seen by two ticks, never registers 
 import dataclasses
 import hashlib
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import dagster as dg
 import duckdb
-import pydantic
 
 from .core.errors import DuckLakeAssetsError, NotFoundError
-from .core.lake import LakeSettings, connect_lake
+from .core.lake import LakeSettings, connect_lake, is_remote
 from .core.progress import ProgressLog
 from .core.registration import (
     BadFiles,
     RegistrationResult,
     SchemaDrift,
+    SkippedFile,
     TableSummary,
     register_files,
     tables_with_source_files,
@@ -62,13 +63,15 @@ def source_files_spec(name: str, source: FileSource) -> dg.AssetSpec:
 
 
 PATHS_METADATA_KEY = "ducklake_assets/paths"
+PRODUCER_MARKS_KEY = "ducklake_assets/producers_registered_up_to"
 _SENSOR_TAG = "ducklake_assets/new_files"
 _REPORTED_LIMIT = 1000
 _logger = logging.getLogger("ducklake_assets")
 
 
 def written_paths_metadata(paths: Sequence[str]) -> dict[str, dg.MetadataValue]:
-    """Metadata a producer asset returns so the table assets register just the files it wrote.
+    """Metadata a producer asset returns so the table assets register just the files it wrote (local
+    paths are made absolute here; write each file under a new name, completely, before reporting it).
 
     .. code-block:: python
 
@@ -77,20 +80,25 @@ def written_paths_metadata(paths: Sequence[str]) -> dict[str, dg.MetadataValue]:
             path = write_parquet(...)
             return dg.MaterializeResult(metadata=written_paths_metadata([path]))
     """
-    return {PATHS_METADATA_KEY: dg.MetadataValue.json([str(path) for path in paths])}
+    return {PATHS_METADATA_KEY: dg.MetadataValue.json([_absolute(str(path)) for path in paths])}
+
+
+def _absolute(path: str) -> str:
+    """A local path made absolute where the producer runs (a registration elsewhere has another working folder)."""
+    return path if is_remote(path) else os.path.abspath(os.path.expanduser(path))
 
 
 def discover_tables(source: FileSource, lake: DuckLakeResource) -> list[str]:
     """The tables of a pipeline when its definitions load: those the source's files name today, and those
     of the pipeline's schema that hold registered source files. Neither failing stops the load (a warning
     says why; the tables appear at the next reload)."""
-    if _holds_env_var(lake):
+    settings = _with_env_values(lake.lake_settings())
+    if settings is None:
         _logger.warning(
-            f"The tables of {source.root} are not looked up when definitions load because the lake's settings hold "
-            "an EnvVar secret, which Dagster resolves only when a run starts: pass tables=[...] to show them"
+            f"The tables of {source.root} are not looked up when definitions load because an EnvVar secret of the "
+            "lake is not set in this process (Dagster reads it when a run starts): pass tables=[...] to show them"
         )
         return []
-    settings = lake.lake_settings()
     names: set[str] = set()
     try:
         names.update(source.table_names(ObjectStore(settings.s3)))
@@ -106,15 +114,30 @@ def discover_tables(source: FileSource, lake: DuckLakeResource) -> list[str]:
     return sorted(names, key=str.lower)
 
 
-def _holds_env_var(value: object) -> bool:
-    """Whether a resource or config holds a ``dg.EnvVar`` anywhere (nested configs included)."""
-    if isinstance(value, dg.EnvVar):
-        return True
-    if isinstance(value, pydantic.BaseModel):
-        return any(_holds_env_var(item) for item in value.__dict__.values())
-    if isinstance(value, dict):
-        return any(_holds_env_var(item) for item in value.values())
-    return False
+class _Unset(Exception):
+    pass
+
+
+def _with_env_values(settings: LakeSettings) -> LakeSettings | None:
+    """``settings`` with every ``dg.EnvVar`` replaced by its value, or ``None`` when one is not set."""
+
+    def resolved(value: object) -> object:
+        if isinstance(value, dg.EnvVar):
+            text = value.get_value()
+            if text is None:
+                raise _Unset
+            return text
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            changes = {
+                item.name: resolved(getattr(value, item.name)) for item in dataclasses.fields(value) if item.init
+            }
+            return dataclasses.replace(value, **changes)
+        return value
+
+    try:
+        return resolved(settings)  # type: ignore[return-value]
+    except _Unset:
+        return None
 
 
 def _catalog_exists(settings: LakeSettings) -> bool:
@@ -196,10 +219,12 @@ def registration_assets(
         settings = lake.lake_settings()
         store = ObjectStore(settings.s3)
         selected = context.selected_asset_keys
-        files = _reported_files(context, source, snapshot_key, source_deps)
+        marks = _producer_marks(context, source_deps)
+        files = _reported_files(context, source, snapshot_key, source_deps, marks)
+        unnamed: dict[str, str] = {}
         if files is None:
-            files = source.list_files(store)
-            context.log.info(f"Listed {len(files)} source files in {source.root}")
+            files, unnamed = source.list_named_files(store) if bad_files == "skip" else (source.list_files(store), {})
+            context.log.info(f"Listed {len(files) + len(unnamed)} source files in {source.root}")
         if snapshot_key not in selected:
             chosen = {table for table, key in table_keys.items() if key in selected}
             files = [file for file in files if (file.schema.lower(), file.table.lower()) in chosen]
@@ -220,6 +245,9 @@ def registration_assets(
                 progress=progress,
                 log=context.log,
             )
+        if unnamed:
+            named_skips = tuple(SkippedFile(uri, reason) for uri, reason in sorted(unnamed.items()))
+            result = dataclasses.replace(result, skipped=named_skips + result.skipped)
         for skipped in result.skipped:
             context.log.warning(f"Skipped {skipped.uri}: {skipped.reason}")
         context.log.info(
@@ -227,12 +255,19 @@ def registration_assets(
             f"{len(result.already_registered)} already registered, {len(result.skipped)} skipped"
         )
         if snapshot_key in selected:
-            yield dg.MaterializeResult(asset_key=snapshot_key, metadata=snapshot_metadata(result))
+            metadata = snapshot_metadata(result)
+            if source_deps and not result.skipped:
+                metadata[PRODUCER_MARKS_KEY] = dg.MetadataValue.json(marks)
+            yield dg.MaterializeResult(asset_key=snapshot_key, metadata=metadata)
+        # Every selected table reports, changed or not: Dagster skips the rest of the run (the backup, the
+        # publication) after an asset that is not materialized.
         for table in result.tables:
             if table.schema.lower() != source.naming.schema.lower():
                 continue
             key = table_keys.get((table.schema.lower(), table.name.lower()))
-            if key is None and snapshot_key in selected:
+            if key is None and not _changed(table, result):
+                continue
+            if key is None:
                 context.log.warning(
                     f"Table {table.display_name} is new since the definitions loaded: reload the code location "
                     "to see its asset"
@@ -255,28 +290,48 @@ def catalog_snapshot_asset(
     return registration_assets(name, source, (), schema_drift=schema_drift, bad_files=bad_files)
 
 
+def _producer_marks(context: dg.AssetExecutionContext, source_deps: Sequence[dg.AssetKey]) -> dict[str, int]:
+    """The newest materialization of each producer, read before anything is listed or registered."""
+    marks = {}
+    for key in source_deps:
+        records = context.instance.fetch_materializations(key, limit=1).records
+        if records:
+            marks[key.to_user_string()] = records[0].storage_id
+    return marks
+
+
 def _reported_files(
     context: dg.AssetExecutionContext,
     source: FileSource,
     snapshot_key: dg.AssetKey,
     source_deps: Sequence[dg.AssetKey],
+    marks: dict[str, int],
 ) -> list[SourceFile] | None:
-    """The files the producers reported writing since this step last ran, or ``None`` to list the source.
+    """The files the producers reported writing since the marks the last registration recorded (up to
+    ``marks``, read before this run listed anything), or ``None`` to list the source.
 
-    ``None`` when there are no producers, on the first registration, when the new-file sensor asked for the
-    run (it saw files written outside Dagster), when no producer materialized since, or when one of their
-    materializations did not report its paths.
+    ``None`` when there are no producers, when no registration recorded marks yet, when the new-file sensor
+    asked for the run (it saw files written outside Dagster), when no producer materialized since, or when
+    one of their materializations did not report its paths.
     """
     if not source_deps or _SENSOR_TAG in context.run.tags:
         return None
-    last = context.instance.fetch_materializations(snapshot_key, limit=1).records
-    if not last:
+    last = context.instance.get_latest_materialization_event(snapshot_key)
+    recorded = (
+        last.asset_materialization.metadata.get(PRODUCER_MARKS_KEY) if last and last.asset_materialization else None
+    )
+    if recorded is None or not isinstance(recorded.value, dict):
         return None
-    after = last[0].storage_id
     reported: list[str] = []
     for key in source_deps:
+        name = key.to_user_string()
+        if name not in marks or marks[name] <= recorded.value.get(name, -1):
+            continue
         records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, after_storage_id=after), limit=_REPORTED_LIMIT
+            dg.AssetRecordsFilter(
+                asset_key=key, after_storage_id=recorded.value.get(name), before_storage_id=marks[name] + 1
+            ),
+            limit=_REPORTED_LIMIT,
         ).records
         if len(records) == _REPORTED_LIMIT:
             return None
@@ -284,7 +339,7 @@ def _reported_files(
             materialization = record.asset_materialization
             value = materialization.metadata.get(PATHS_METADATA_KEY) if materialization else None
             if value is None or not isinstance(value.value, list):
-                context.log.info(f"{key.to_user_string()} did not report the paths it wrote: listing {source.root}")
+                context.log.info(f"{name} did not report the paths it wrote: listing {source.root}")
                 return None
             reported.extend(str(path) for path in value.value)
     if not reported:
@@ -294,6 +349,15 @@ def _reported_files(
         context.log.warning(f"A producer reported {location}, which is not a file of {source.root}: not registered")
     context.log.info(f"Registering the {len(files)} file(s) the producers reported, without listing {source.root}")
     return files
+
+
+def _changed(table: TableSummary, result: RegistrationResult) -> bool:
+    """Whether the registration added files to ``table``, created it or gave it columns."""
+    return (
+        table.files_added > 0
+        or table.display_name in result.tables_created
+        or any(column.startswith(table.display_name + ".") for column in result.columns_added)
+    )
 
 
 def table_metadata(table: TableSummary, snapshot_id: int) -> dict[str, object]:

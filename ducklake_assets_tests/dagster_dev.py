@@ -150,6 +150,7 @@ class FinishedRun:
     status: str
     seconds: float
     failures: list[str]
+    run_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -313,7 +314,8 @@ class DagsterDev:
                     for event in run["eventConnection"]["events"]
                     if event["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent")
                 ]
-                return FinishedRun(run_id, run["status"], time.monotonic() - started, failures)
+                own = run["endTime"] - run["startTime"] if run.get("startTime") and run.get("endTime") else None
+                return FinishedRun(run_id, run["status"], time.monotonic() - started, failures, own)
             time.sleep(1)
         raise DagsterDevError(f"run {run_id} not finished after {timeout:.0f}s:\n{self.log_tail()}")
 

@@ -8,11 +8,13 @@ import pytest
 from ducklake_assets.backup_assets import build_backup_definitions
 from ducklake_assets.core.backup import backup_referenced_files
 from ducklake_assets.core.errors import ConfigurationError
+from ducklake_assets.core.publish import verify_as_stranger
 from ducklake_assets.core.storage import ObjectStore
 from ducklake_assets.pipeline import with_automation
 from ducklake_assets.publish_assets import build_publish_definitions
 from ducklake_assets.resources import DuckLakeResource
 from ducklake_assets_tests.backup_lakes import fill, lake_settings
+from ducklake_assets_tests.services import S3Bucket
 
 SNAPSHOT = dg.AssetKey(["lake", "catalog_snapshot"])
 BACKUP = dg.AssetKey(["lake", "static_backup"])
@@ -38,10 +40,10 @@ def lake(tmp_path: Path) -> DuckLakeResource:
     )
 
 
-def backup_and_publish(tmp_path: Path, *, blocking: bool = False) -> dg.Definitions:
+def backup_and_publish(tmp_path: Path, *, blocking: bool = False, mode: str = "full") -> dg.Definitions:
     backups = str(tmp_path / "backups")
     return dg.Definitions.merge(
-        build_backup_definitions("lake", backups, blocking=blocking),
+        build_backup_definitions("lake", backups, blocking=blocking, mode=mode),
         build_publish_definitions("lake", str(tmp_path / "public" / "lake.ducklake"), backup_uri=backups),
         dg.Definitions(assets=[catalog_snapshot], resources={"ducklake": lake(tmp_path)}),
     )
@@ -126,7 +128,7 @@ def test_checks_run_alone_without_backing_up_or_publishing_again(tmp_path: Path)
 
 
 def test_a_failing_blocking_check_stops_the_publication_in_the_same_run(tmp_path: Path) -> None:
-    defs = backup_and_publish(tmp_path, blocking=True)
+    defs = backup_and_publish(tmp_path, blocking=True, mode="metadata")
     instance = dg.DagsterInstance.ephemeral()
     assert run(defs, selection=[SNAPSHOT, BACKUP], instance=instance).success
     lost = next(path for path in backup_referenced_files(str(tmp_path / "backups"), ObjectStore()) if "trips" in path)
@@ -205,3 +207,133 @@ def test_backups_and_publications_depend_on_every_lake_writer(tmp_path: Path) ->
         build_backup_definitions("lake", str(tmp_path / "b"), upstream_keys="lake/catalog_snapshot")
     with pytest.raises(ConfigurationError, match="not both"):
         build_publish_definitions("lake", str(tmp_path / "p.ducklake"), upstream_key=SNAPSHOT, upstream_keys=writers)
+
+
+def frozen_lake_of_the_catalog(tmp_path: Path, *, self_contained: bool = False, s3: S3Bucket | None = None, **kwargs):
+    """A frozen lake published from the catalog file (no backup), locally or to a moto S3 bucket."""
+    publish_uri = s3.uri("public/lake.ducklake") if s3 else str(tmp_path / "public" / "lake.ducklake")
+    resources = {"ducklake": lake(tmp_path), **({"s3": kwargs.pop("s3_resource")} if s3 else {})}
+    return dg.Definitions.merge(
+        build_publish_definitions(
+            "lake", publish_uri, self_contained=self_contained, s3_resource_key="s3" if s3 else None
+        ),
+        dg.Definitions(assets=[catalog_snapshot], resources=resources),
+    )
+
+
+def materialized(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict[str, object]:
+    (event,) = [e for e in result.get_asset_materialization_events() if e.materialization.asset_key == key]
+    return {name: value.value for name, value in event.materialization.metadata.items()}
+
+
+def evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()}
+
+
+def test_after_an_up_to_date_publication_the_checks_read_the_frozen_lake_again(tmp_path: Path) -> None:
+    defs = frozen_lake_of_the_catalog(tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(defs, instance=instance).success
+    lost = next(path for path in sorted((tmp_path / "lake" / "data").rglob("*.parquet")) if "stations" in str(path))
+    lost.unlink()
+
+    result = run(defs, instance=instance)
+
+    assert result.success and materialized(result, FROZEN)["up_to_date"] is True, "the catalog did not change"
+    opens = evaluations(result)["frozen_lake_opens_read_only"]
+    assert not opens.passed, "a verification recorded by an earlier run says nothing about the files now"
+    assert str(lost) in " ".join(opens.metadata["unreadable_files"].value)
+    assert "verified_as_stranger" not in materialized(result, FROZEN), "nothing was verified before the checks"
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_self_contained_frozen_lake_missing_a_copied_file_is_published_again_by_the_asset(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    bucket = request.getfixturevalue("s3_bucket") if where == "s3" else None
+    extra = {"s3_resource": request.getfixturevalue("s3_resource")} if bucket else {}
+    defs = frozen_lake_of_the_catalog(tmp_path, self_contained=True, s3=bucket, **extra)
+    store = ObjectStore(request.getfixturevalue("s3_settings")) if bucket else ObjectStore()
+    files = bucket.uri("public/lake/") if bucket else str(tmp_path / "public" / "lake")
+    publish_uri = bucket.uri("public/lake.ducklake") if bucket else str(tmp_path / "public" / "lake.ducklake")
+    instance = dg.DagsterInstance.ephemeral()
+    first = run(defs, instance=instance)
+    assert first.success and all(evaluation.passed for evaluation in first.get_asset_check_evaluations())
+    copies = [item.uri for item in store.list_prefix(files) if item.uri.endswith(".parquet")]
+    lost = next(uri for uri in copies if "stations" in uri)
+    if bucket:
+        bucket.client().delete_object(Bucket=bucket.name, Key=lost.removeprefix(f"s3://{bucket.name}/"))
+    else:
+        Path(lost).unlink()
+    assert not verify_as_stranger(publish_uri, store.s3).ok, "a reader fails: No such file"
+
+    second = run(defs, instance=instance)
+
+    assert second.success
+    metadata = materialized(second, FROZEN)
+    assert metadata["up_to_date"] is False and metadata["revision"] == 2
+    assert metadata["files_copied"] == 1, "only the missing file is copied again"
+    assert all(evaluation.passed for evaluation in second.get_asset_check_evaluations())
+    assert verify_as_stranger(publish_uri, store.s3).ok
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_the_backup_asset_copies_back_a_data_file_deleted_from_its_store(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    bucket: S3Bucket | None = request.getfixturevalue("s3_bucket") if where == "s3" else None
+    backups = bucket.uri("backups") if bucket else str(tmp_path / "backups")
+    resources: dict[str, object] = {"ducklake": lake(tmp_path)}
+    if bucket:
+        resources["s3"] = request.getfixturevalue("s3_resource")
+    defs = dg.Definitions.merge(
+        build_backup_definitions("lake", backups, s3_resource_key="s3" if bucket else None),
+        dg.Definitions(assets=[catalog_snapshot], resources=resources),
+    )
+    store = ObjectStore(request.getfixturevalue("s3_settings")) if bucket else ObjectStore()
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(defs, instance=instance).success
+    lost = next(path for path in backup_referenced_files(backups, store) if "trips" in path)
+    if bucket:
+        bucket.client().delete_object(Bucket=bucket.name, Key=lost.removeprefix(f"s3://{bucket.name}/"))
+    else:
+        Path(lost).unlink()
+
+    result = run(defs, instance=instance)
+
+    assert result.success
+    metadata = materialized(result, BACKUP)
+    assert metadata["up_to_date"] is False and metadata["files_copied"] == 1
+    checks = evaluations(result)
+    assert sorted(checks) == BACKUP_CHECKS and all(check.passed for check in checks.values()), checks
+    assert store.exists(lost)
+
+
+def test_force_in_the_run_config_backs_up_and_publishes_an_unchanged_lake(tmp_path: Path) -> None:
+    defs = backup_and_publish(tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    first = run(defs, instance=instance)
+    unchanged = run(defs, instance=instance)
+    assert materialized(unchanged, BACKUP)["up_to_date"] and materialized(unchanged, FROZEN)["up_to_date"]
+
+    forced = dg.materialize(
+        list(defs.assets),
+        resources=defs.resources,
+        instance=instance,
+        run_config={
+            "ops": {
+                "lake__static_backup": {"config": {"force": True}},
+                "lake__frozen_lake": {"config": {"force": True}},
+            }
+        },
+    )
+
+    assert forced.success
+    backup, frozen = materialized(forced, BACKUP), materialized(forced, FROZEN)
+    assert backup["up_to_date"] is False and backup["backup_uri"] != materialized(first, BACKUP)["backup_uri"]
+    assert frozen["up_to_date"] is False and frozen["revision"] == materialized(first, FROZEN)["revision"] + 1
+    assert all(evaluation.passed for evaluation in forced.get_asset_check_evaluations())
+    graph = {key: a for a in defs.assets if isinstance(a, dg.AssetsDefinition) for key in a.keys}
+    for key, sentence in [(BACKUP, "Write a new backup even when"), (FROZEN, "Publish a new revision even when")]:
+        field = graph[key].op.config_schema.config_type.fields["force"]
+        assert sentence in field.description and field.default_value is False

@@ -10,9 +10,11 @@ import pytest
 
 from ducklake_assets import (
     CatalogConnectionError,
+    ConfigurationError,
     DuckLakeResource,
     PostgresCatalogConfig,
     ReadOnlyLakeError,
+    S3Resource,
     SQLiteCatalogConfig,
     StorageError,
 )
@@ -291,3 +293,28 @@ except Exception as error:
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.stdout.startswith("ExtensionNotAvailableError"), done.stdout + done.stderr
     assert f"pip install duckdb-extension-httpfs=={duckdb.__version__}" in done.stdout
+
+
+@pytest.mark.parametrize("style", ["auto", "virtual", "path"])
+def test_the_s3_addressing_style_reaches_boto3_as_given(style):
+    client = S3Resource(region_name="us-east-1", addressing_style=style).get_client()
+
+    assert client.meta.config.s3["addressing_style"] == style
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "sqlite"])
+def test_a_data_path_that_cannot_be_created_leaves_no_catalog_behind_and_the_fix_works(kind, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the data folder should go")
+    catalog = str(tmp_path / "lake.ducklake") if kind == "duckdb" else f"sqlite:{tmp_path / 'lake.sqlite'}"
+    wrong = DuckLakeResource(catalog=catalog, data_path=str(blocker / "data"))
+
+    with pytest.raises(ConfigurationError, match=r"data_path .*not-a-folder/data.* cannot be created: .* not a folder"):
+        with wrong.get_connection():
+            pass
+
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["not-a-folder"]
+    fixed = DuckLakeResource(catalog=catalog, data_path=str(tmp_path / "data"))
+    with fixed.get_connection() as connection:
+        connection.execute("CREATE TABLE t AS SELECT 42 AS x")
+        assert connection.execute("SELECT sum(x) FROM t").fetchone() == (42,)

@@ -50,6 +50,9 @@ def test_table_names_come_from_the_file_name_the_folder_or_a_regex() -> None:
 
     with pytest.raises(ConfigurationError, match=r"/data/other/x\.parquet does not match table_name_regex"):
         naming.table_for("/data/other/x.parquet", "other/x.parquet")
+    empty = TableNaming(source="regex", regex=r"^(?P<table>[a-z]*)\d+/")
+    with pytest.raises(ConfigurationError, match=r"matches source file /data/2024/x\.parquet, but its group 'table'"):
+        empty.table_for("/data/2024/x.parquet", "2024/x.parquet")
     with pytest.raises(ConfigurationError, match="named group 'table'"):
         TableNaming(source="regex", regex=r"(\w+)")
     with pytest.raises(ConfigurationError, match="exactly when table_name_from='regex'"):

@@ -13,11 +13,14 @@ import pytest
 from ducklake_assets.component import DuckLakePipelineComponent
 from ducklake_assets.core.extensions import load_extension
 from ducklake_assets.core.progress import ProgressLog
+from ducklake_assets.core.s3 import S3Settings
+from ducklake_assets.core.storage import ObjectStore
 from ducklake_assets.pipeline import build_ducklake_pipeline
-from ducklake_assets.resources import DuckLakeResource
+from ducklake_assets.resources import DuckLakeResource, S3Resource
 from ducklake_assets.snapshot_assets import written_paths_metadata
 from ducklake_assets.translator import DuckLakeTranslator, LakeTable
 from ducklake_assets_tests.parquet_files import crew, parquet
+from ducklake_assets_tests.services import S3Bucket
 
 SNAPSHOT = dg.AssetKey(["space", "catalog_snapshot"])
 ASTRONAUTS = dg.AssetKey(["space", "astronauts"])
@@ -321,3 +324,134 @@ def test_a_producer_in_another_code_location_triggers_registration_of_just_its_p
     assert {SNAPSHOT, ASTRONAUTS} <= set(requested)
     assert materialized(result)[ASTRONAUTS]["files_added"] == 1
     assert lake_rows(defs, "SELECT sum(id) FROM astronauts") == [(sum(range(25)),)]
+
+
+def test_secrets_from_the_environment_let_an_s3_source_show_its_tables_when_they_are_set(
+    tmp_path: Path,
+    s3_bucket: S3Bucket,
+    s3_settings: S3Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ObjectStore(s3_settings).put_file(crew(tmp_path / "astronauts.parquet"), s3_bucket.uri("space/astronauts.parquet"))
+    s3 = S3Resource(
+        endpoint_url=s3_settings.endpoint_url,
+        region_name=s3_settings.region_name,
+        aws_access_key_id=s3_settings.aws_access_key_id,
+        aws_secret_access_key=dg.EnvVar("SPACE_S3_SECRET"),
+        addressing_style="path",
+    )
+
+    def build() -> dg.Definitions:
+        return build_ducklake_pipeline(
+            name="space",
+            source=s3_bucket.uri("space"),
+            catalog=str(tmp_path / "space.ducklake"),
+            data_path=str(tmp_path / "data"),
+            s3=s3,
+        )
+
+    monkeypatch.delenv("SPACE_S3_SECRET", raising=False)
+    with caplog.at_level(logging.WARNING, logger="ducklake_assets"):
+        unset = build()
+    monkeypatch.setenv("SPACE_S3_SECRET", s3_settings.aws_secret_access_key or "")
+    found = build()
+
+    assert ASTRONAUTS not in unset.resolve_asset_graph().get_all_asset_keys()
+    assert "pass tables=[...]" in caplog.text
+    assert ASTRONAUTS in found.resolve_asset_graph().get_all_asset_keys()
+    result = dg.materialize(list(found.assets), resources=found.resources)
+    assert materialized(result)[ASTRONAUTS]["dagster/row_count"] == 10
+
+
+def test_a_table_with_nothing_new_reports_no_files_added_and_the_backup_still_follows(
+    tmp_path: Path, space: Path
+) -> None:
+    defs = pipeline(tmp_path, space, backup_uri=str(tmp_path / "backups"))
+    instance = dg.DagsterInstance.ephemeral()
+    dg.materialize(list(defs.assets), resources=defs.resources, instance=instance)
+    parquet(space / "missions.p2.parquet", "SELECT 9 AS mission_id, 'mission 9' AS name")
+
+    result = dg.materialize(list(defs.assets), resources=defs.resources, instance=instance)
+
+    metadata = materialized(result)
+    assert metadata[MISSIONS]["files_added"] == 1 and metadata[ASTRONAUTS]["files_added"] == 0
+    assert dg.AssetKey(["space", "static_backup"]) in metadata
+
+
+def test_a_source_behind_a_symbolic_link_registers_each_file_once(tmp_path: Path) -> None:
+    real = tmp_path / "real" / "space"
+    crew(real / "astronauts.p1.parquet", 0)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    linked = tmp_path / "link" / "space"
+
+    @dg.asset(key=["exports", "astronauts_export"])
+    def astronauts_export() -> dg.MaterializeResult:
+        return dg.MaterializeResult(metadata=written_paths_metadata([str(crew(linked / "astronauts.p2.parquet", 10))]))
+
+    defs = dg.Definitions.merge(
+        pipeline(tmp_path, linked, source_deps=[astronauts_export]), dg.Definitions(assets=[astronauts_export])
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    dg.materialize(list(defs.assets), resources=defs.resources, instance=instance)
+    dg.materialize(list(defs.assets), resources=defs.resources, instance=instance)
+    crew(real / "astronauts.p3.parquet", 20)
+    dg.materialize(list(defs.assets), resources=defs.resources, instance=instance, selection=[SNAPSHOT])
+
+    assert lake_rows(defs, "SELECT count(*), sum(id) FROM astronauts") == [(30, sum(range(30)))]
+
+
+def test_a_producer_report_made_while_a_registration_runs_is_registered_by_the_next_one(
+    tmp_path: Path, space: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ducklake_assets.snapshot_assets as snapshot_assets
+
+    defs, producer = produced_pipeline(tmp_path, space)
+    other = dg.AssetKey(["exports", "astronauts_export"])
+    instance = dg.DagsterInstance.ephemeral()
+    dg.materialize(list(defs.assets), resources=defs.resources, instance=instance)
+    register = snapshot_assets.register_files
+    during = crew(space / "astronauts.during.parquet", 100, 1)
+
+    def report_while_registering(*args, **kwargs):
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key=other, metadata=written_paths_metadata([str(during)]))
+        )
+        return register(*args, **kwargs)
+
+    monkeypatch.setattr(snapshot_assets, "register_files", report_while_registering)
+    dg.materialize(list(defs.assets), resources=defs.resources, instance=instance)
+    monkeypatch.setattr(snapshot_assets, "register_files", register)
+    dg.materialize(list(defs.assets), resources=defs.resources, instance=instance)
+
+    assert producer.key == other
+    assert lake_rows(defs, "SELECT max(id) FROM astronauts") == [(100,)]
+
+
+def test_a_table_renamed_by_the_translator_still_loads_through_the_io_manager(tmp_path: Path, space: Path) -> None:
+    class Roster(DuckLakeTranslator):
+        def get_asset_spec(self, table: LakeTable) -> dg.AssetSpec:
+            return super().get_asset_spec(table).replace_attributes(key=["crew", f"{table.name}_roster"])
+
+    @dg.asset(ins={"roster": dg.AssetIn(key=["crew", "astronauts_roster"])}, io_manager_key="space_io_manager")
+    def crew_size(roster: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"crew": [len(roster)], "id_sum": [int(roster["id"].sum())]})
+
+    defs = dg.Definitions.merge(pipeline(tmp_path, space, translator=Roster()), dg.Definitions(assets=[crew_size]))
+
+    assert dg.materialize(list(defs.assets), resources=defs.resources).success
+    assert lake_rows(defs, "SELECT crew, id_sum FROM crew_size") == [(20, sum(range(20)))]
+
+
+def test_a_file_whose_name_gives_no_table_is_skipped_under_bad_files_skip(tmp_path: Path, space: Path) -> None:
+    crew(space / "bad\x01name.parquet", 50)
+    failing = pipeline(tmp_path / "failing", space)
+    skipping = pipeline(tmp_path, space, bad_files="skip")
+
+    failed = dg.materialize(list(failing.assets), resources=failing.resources, raise_on_error=False)
+    result = dg.materialize(list(skipping.assets), resources=skipping.resources)
+
+    assert not failed.success
+    snapshot = materialized(result)[SNAPSHOT]
+    assert snapshot["files_skipped"] == 1 and "control characters" in snapshot["skipped_files"]
+    assert lake_rows(skipping, "SELECT sum(id) FROM astronauts") == [(sum(range(20)),)]

@@ -1,13 +1,16 @@
 """Nothing new, nothing written: a backup or publication of an unchanged lake leaves every byte where it was."""
 
+import dataclasses
 import hashlib
+import shutil
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from ducklake_assets.core.backup import create_backup, list_backups
-from ducklake_assets.core.publish import list_revisions, publish_frozen_lake
+from ducklake_assets.core.backup import check_backup_files, create_backup, list_backups
+from ducklake_assets.core.errors import BackupError
+from ducklake_assets.core.publish import list_revisions, publish_frozen_lake, verify_as_stranger
 from ducklake_assets.core.restore import restore_backup
 from ducklake_assets.core.storage import ObjectStore
 from ducklake_assets.pipeline import build_ducklake_pipeline
@@ -242,3 +245,114 @@ def test_a_frozen_lake_of_an_unchanged_backup_is_up_to_date(
     assert again.up_to_date and again.revision == first.revision
     assert again.contents.tables == first.contents.tables == {"main.stations": 7, "main.trips": 90}
     assert [revision.number for revision in list_revisions(publish_uri, store)] == [1]
+
+
+def store_for(where: str, tmp_path: Path, request: pytest.FixtureRequest) -> tuple[ObjectStore, str, S3Bucket | None]:
+    """A store and the root to keep backups or frozen lakes in: a local folder, or a moto S3 bucket."""
+    if where == "s3":
+        bucket = request.getfixturevalue("s3_bucket")
+        return ObjectStore(request.getfixturevalue("s3_settings")), bucket.uri(), bucket
+    return ObjectStore(), str(tmp_path / "store"), None
+
+
+def delete_one(store: ObjectStore, prefix: str, bucket: S3Bucket | None, containing: str = "stations") -> str:
+    """Delete one Parquet file below ``prefix`` (whose path contains ``containing``); return its URI."""
+    files = [item.uri for item in store.list_prefix(prefix) if item.uri.endswith(".parquet")]
+    lost = next(uri for uri in files if containing in uri)
+    if bucket is None:
+        Path(lost).unlink()
+    else:
+        bucket.client().delete_object(Bucket=bucket.name, Key=lost.removeprefix(f"s3://{bucket.name}/"))
+    return lost
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_full_backup_whose_store_lost_a_data_file_is_backed_up_again_and_the_file_copied_back(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    settings = lake_settings("duckdb", tmp_path / "lake")
+    fill(settings)
+    store, root, bucket = store_for(where, tmp_path, request)
+    backups = root.rstrip("/") + "/backups"
+    first = create_backup(settings, backups, store=store)
+    lost = delete_one(store, backups + "/data", bucket)
+    assert check_backup_files(backups, store, ObjectStore()).missing == [lost]
+
+    again = create_backup(settings, backups, store=store)
+
+    assert not again.up_to_date, "a backup whose files are gone is not up to date"
+    assert again.manifest.snapshot_id == first.manifest.snapshot_id
+    assert [item.uri for item in again.files.copied] == [lost], "only the missing file is copied again"
+    assert check_backup_files(backups, store, ObjectStore()).ok
+    assert create_backup(settings, backups, store=store).up_to_date
+
+
+def test_a_full_backup_whose_store_holds_a_damaged_file_is_not_called_up_to_date(tmp_path: Path) -> None:
+    settings = lake_settings("duckdb", tmp_path / "lake")
+    fill(settings)
+    backups = tmp_path / "backups"
+    create_backup(settings, str(backups))
+    damaged = next(path for path in sorted((backups / "data").rglob("*.parquet")) if "stations" in str(path))
+    damaged.write_bytes(damaged.read_bytes()[:-10])
+
+    with pytest.raises(BackupError, match="another size") as raised:
+        create_backup(settings, str(backups))
+
+    assert str(damaged) in str(raised.value)
+    assert len(list_backups(str(backups), ObjectStore())) == 1
+
+
+def test_a_backup_after_a_restore_into_another_data_path_records_the_new_data_path(tmp_path: Path) -> None:
+    settings = lake_settings("duckdb", tmp_path / "lake")
+    fill(settings)
+    backups = str(tmp_path / "backups")
+    first = create_backup(settings, backups, mode="metadata")
+    moved = tmp_path / "moved"
+    shutil.copytree(settings.data_path, moved)
+    restored = dataclasses.replace(settings, data_path=str(moved))
+    restore_backup(backups, restored)
+    assert latest_snapshot(restored) == first.manifest.snapshot_id, "the restore keeps the snapshots"
+
+    again = create_backup(restored, backups, mode="metadata")
+
+    assert not again.up_to_date, "the catalog's data now lives elsewhere: the newest backup is stale"
+    assert again.manifest.data_path == str(moved) + "/" != first.manifest.data_path
+    recorded_only = dataclasses.replace(settings, data_path=None)
+    assert create_backup(recorded_only, backups, mode="metadata").up_to_date, "the catalog records the new path"
+    assert create_backup(restored, backups, mode="metadata").up_to_date
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_self_contained_frozen_lake_missing_a_copied_file_is_published_again(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    settings = lake_settings("duckdb", tmp_path / "lake")
+    fill(settings)
+    store, root, bucket = store_for(where, tmp_path, request)
+    publish_uri = root.rstrip("/") + "/public/trips.ducklake"
+    publish = dict(store=store, data_store=ObjectStore(), data_path=settings.data_path, self_contained=True)
+    first = publish_frozen_lake(settings.catalog.path, publish_uri, **publish)
+    lost = delete_one(store, root.rstrip("/") + "/public/trips", bucket)
+    assert not verify_as_stranger(publish_uri, store.s3, probe_files=True).ok, "a reader fails"
+
+    again = publish_frozen_lake(settings.catalog.path, publish_uri, **publish)
+
+    assert not again.up_to_date and again.revision.number == first.revision.number + 1
+    assert [item.uri for item in again.files.copied] == [lost], "the incremental copy repairs what is missing"
+    assert verify_as_stranger(publish_uri, store.s3, first.contents.tables, probe_files=True).ok
+    assert publish_frozen_lake(settings.catalog.path, publish_uri, **publish).up_to_date
+
+
+def test_a_publication_verified_without_opening_its_files_is_not_up_to_date_for_one_that_does(tmp_path: Path) -> None:
+    settings = lake_settings("duckdb", tmp_path / "lake")
+    fill(settings)
+    publish_uri = str(tmp_path / "public" / "trips.ducklake")
+    unprobed = publish_frozen_lake(settings.catalog.path, publish_uri, data_path=settings.data_path, probe_files=False)
+    assert publish_frozen_lake(
+        settings.catalog.path, publish_uri, data_path=settings.data_path, probe_files=False
+    ).up_to_date
+
+    probed = publish_frozen_lake(settings.catalog.path, publish_uri, data_path=settings.data_path)
+
+    assert not probed.up_to_date and probed.revision.number == unprobed.revision.number + 1
+    assert probed.report is not None and probed.report.ok

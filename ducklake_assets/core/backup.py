@@ -30,7 +30,8 @@ file index ``.files.json``, the manifest ``.json``, the versioned ``backup-<UTC 
 the stable copy ``latest.ducklake`` and last the pointer ``latest.json``. Every upload is atomic, so a
 failure or a kill at any step leaves every earlier backup readable; the next run removes what a killed
 run left behind. When the newest backup already holds the catalog's latest snapshot (same id, same commit
-time), nothing is written at all unless ``force`` asks for a new backup.
+time, same data path) and its files are all in the store, nothing is written at all unless ``force`` asks
+for a new backup.
 """
 
 import dataclasses
@@ -374,6 +375,12 @@ def latest_catalog_snapshot(settings: LakeSettings) -> tuple[int, datetime] | No
     whether the newest backup is still current; a snapshot id alone is not enough, since a restore that
     dropped snapshots lets the catalog reuse their ids.
     """
+    state = _catalog_state(settings)
+    return None if state is None else state[:2]
+
+
+def _catalog_state(settings: LakeSettings) -> tuple[int, datetime, str | None] | None:
+    """The catalog's latest snapshot (id, commit time) and the data path it records, in one read-only query."""
     if not catalog_file_exists(settings.catalog):
         raise BackupError(f"Catalog file of {settings.describe()} does not exist: nothing to back up")
     schema = metadata_schema_of(settings)
@@ -381,11 +388,13 @@ def latest_catalog_snapshot(settings: LakeSettings) -> tuple[int, datetime] | No
     try:
         load_extensions(connection, catalog_extensions(settings.catalog))
         attach_catalog_database(connection, settings.catalog, _SOURCE, read_only=True)
-        if "ducklake_snapshot" not in ducklake_tables(connection, _SOURCE, schema):
+        tables = ducklake_tables(connection, _SOURCE, schema)
+        if "ducklake_snapshot" not in tables or "ducklake_metadata" not in tables:
             return None
         row = connection.execute(
-            f"SELECT snapshot_id, CAST(snapshot_time AS TIMESTAMPTZ) FROM "
-            f"{qualified_name(_SOURCE, schema, 'ducklake_snapshot')} ORDER BY snapshot_id DESC LIMIT 1"
+            f"SELECT snapshot_id, CAST(snapshot_time AS TIMESTAMPTZ), (SELECT value FROM "
+            f"{qualified_name(_SOURCE, schema, 'ducklake_metadata')} WHERE scope IS NULL AND key = 'data_path') "
+            f"FROM {qualified_name(_SOURCE, schema, 'ducklake_snapshot')} ORDER BY snapshot_id DESC LIMIT 1"
         ).fetchone()
     except (duckdb.Error, CatalogConnectionError) as error:
         raise BackupError(
@@ -394,7 +403,7 @@ def latest_catalog_snapshot(settings: LakeSettings) -> tuple[int, datetime] | No
         ) from None
     finally:
         connection.close()
-    return None if row is None else (row[0], _utc(row[1]))
+    return None if row is None else (row[0], _utc(row[1]), row[2])
 
 
 def store_key_sql(path: str, data_path: str) -> str:
@@ -630,6 +639,35 @@ def read_files_index(backup_file_uri: str, store: ObjectStore) -> dict[str, tupl
         raise BackupError(f"Backup file index {uri} is not valid ({error}); the backup is damaged") from None
 
 
+def _holds_catalog_state(
+    manifest: BackupManifest, settings: LakeSettings, mode: str, storage_version: str | None
+) -> bool:
+    """Whether the backup of ``manifest`` was made in ``mode`` and ``storage_version`` from the catalog as it is
+    now: the same catalog, its latest snapshot (id and commit time) and the same data path (a restore into
+    another data path keeps the snapshots but moves the data)."""
+    if (manifest.mode, manifest.storage_version, manifest.catalog) != (mode, storage_version, settings.describe()):
+        return False
+    state = _catalog_state(settings)
+    if state is None or state[:2] != (manifest.snapshot_id, manifest.snapshot_time):
+        return False
+    chosen = settings.data_path or state[2]
+    return chosen is not None and normalize_data_path(chosen) == manifest.data_path
+
+
+def _backup_intact(
+    manifest: BackupManifest, backup_file_uri: str, listing: Mapping[str, StoredObject], store: ObjectStore
+) -> bool:
+    """Whether a full backup's file and every data file its index lists are in the store with their sizes,
+    judged from one listing of the store (``listing``) and the backup's small file index."""
+    held = listing.get(backup_file_uri)
+    if held is None or manifest.size_bytes not in (None, held.size):
+        return False
+    if files_index_uri_for(backup_file_uri) not in listing:
+        return False
+    index = read_files_index(backup_file_uri, store) or {}
+    return all(uri in listing and listing[uri].size == size for uri, (size, _) in index.items())
+
+
 def create_backup(
     settings: LakeSettings,
     backup_uri: str,
@@ -647,9 +685,12 @@ def create_backup(
     """Back up the lake of ``settings`` under ``backup_uri`` (a folder or ``s3://bucket/prefix``).
 
     When the newest backup (the one ``latest.json`` names) already holds the catalog's latest snapshot,
-    the same id committed at the same time, in the same ``mode`` and ``storage_version``, nothing is
-    written: no backup, no ``latest`` change, no pruning. The result then has ``up_to_date=True`` and
-    describes that backup.
+    the same id committed at the same time, of the same catalog with the same data path, in the same
+    ``mode`` and ``storage_version``, and is intact, nothing is written: no backup, no ``latest`` change,
+    no pruning. The result then has ``up_to_date=True`` and describes that backup. Intact means the
+    backup file is there with its size and, for a full backup, every data file its ``.files.json`` index
+    lists is in the store with its size (one listing of the store, which a backup would make anyway);
+    otherwise a normal, incremental backup runs and copies again only what is missing.
 
     Args:
         settings: the lake to back up; it is only read.
@@ -686,9 +727,15 @@ def create_backup(
     try:
         newest = latest_manifest(backup_uri, store)
         previous = _info_from_manifest(backup_uri, newest) if newest else None
-        if not force and newest is not None and (newest.mode, newest.storage_version) == (mode, storage_version):
-            snapshot = latest_catalog_snapshot(settings)
-            if snapshot == (newest.snapshot_id, newest.snapshot_time) and store.exists(previous.uri):
+        listing: dict[str, StoredObject] | None = None
+        if not force and newest is not None and _holds_catalog_state(newest, settings, mode, storage_version):
+            if mode == "full":
+                listing = list_many(store, [backup_uri])
+                intact = _backup_intact(newest, previous.uri, listing, store)
+            else:
+                held = store.stat_if_exists(previous.uri)
+                intact = held is not None and newest.size_bytes in (None, held.size)
+            if intact:
                 return BackupResult(
                     backup=previous,
                     manifest=newest,
@@ -700,7 +747,8 @@ def create_backup(
                     duration_seconds=time.monotonic() - started,
                     up_to_date=True,
                 )
-        listing = list_many(store, [backup_uri])
+        if listing is None:
+            listing = list_many(store, [backup_uri])
         for uri in store.remove_abandoned(listing.values()):
             listing.pop(uri, None)
     except StorageError as error:

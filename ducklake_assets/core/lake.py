@@ -3,6 +3,7 @@ attached and in use.
 """
 
 import contextlib
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -166,6 +167,8 @@ def attach_lake(connection: duckdb.DuckDBPyConnection, settings: LakeSettings, *
             raise CatalogConnectionError(
                 f"Cannot create the folder {folder} for DuckLake catalog {settings.describe()}: {error.strerror}"
             ) from None
+    if data_path and not is_remote(data_path) and not settings.read_only:
+        _check_creatable(data_path, settings)
     clause = " (" + ", ".join(f"{k} {v}" for k, v in options.items()) + ")" if options else ""
     sql = f"ATTACH {quote_literal('ducklake:' + catalog.metadata_path())} AS {quote_identifier(settings.alias)}{clause}"
     try:
@@ -176,6 +179,23 @@ def attach_lake(connection: duckdb.DuckDBPyConnection, settings: LakeSettings, *
         _ensure_local_data_path(connection, settings)
     if use:
         connection.execute(f"USE {quote_identifier(settings.alias)}")
+
+
+def _check_creatable(data_path: str, settings: LakeSettings) -> None:
+    """Refuse, before anything is attached (a new catalog would record the path), a local data folder
+    that neither exists nor can be created."""
+    folder = Path(data_path)
+    ancestor = folder
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor == folder and folder.is_dir():
+        return
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigurationError(
+            f"data_path {data_path} of {settings.describe()} cannot be created: {ancestor} is "
+            + ("not a folder" if not ancestor.is_dir() else "not writable")
+            + "; choose another data_path (nothing was created)"
+        )
 
 
 def _attach_advice(settings: LakeSettings, reason: str) -> str:

@@ -24,7 +24,8 @@ catalog or its data files:
 
 Before any of this, the source's latest snapshot is compared with the stamp of the revision
 ``publish_uri`` holds: when that revision was made from the same snapshot (id and commit time) with the
-same settings, nothing is written, claimed or pruned (unless ``force``).
+same settings and, if self-contained, every file it copied is still beside it with its size, nothing is
+written, claimed or pruned (unless ``force``).
 """
 
 import hashlib
@@ -66,7 +67,7 @@ from .s3 import S3Settings
 from .scratch import scratch_folder
 from .sql import qualified_name, quote_identifier, quote_literal
 from .storage import ObjectStore, StoredObject, join_uri
-from .sync import Checkpoint, SyncReport, Transfer, sync_files
+from .sync import Checkpoint, SyncReport, Transfer, list_many, sync_files
 
 PUBLICATION_TABLE = "ducklake_assets_publication"
 REVISIONS_FOLDER = "revisions"
@@ -367,10 +368,12 @@ def publish_frozen_lake(
 
     When ``publish_uri`` already holds the source's latest snapshot (the same id committed at the same
     time, in the same DuckLake format, made by the same duckdb release with the same source, data path,
-    reader and ``self_contained`` settings), nothing is written, claimed or pruned: the result has
-    ``up_to_date=True`` and describes the revision it holds. Finding that out reads the source's latest
-    snapshot (a backup's ``latest.json``, or the catalog file's snapshot table) and the published file's
-    own stamp.
+    reader, ``self_contained`` and ``probe_files`` settings), nothing is written, claimed or pruned: the
+    result has ``up_to_date=True`` and describes the revision it holds (``report`` is ``None``: verifying
+    it again is the caller's choice). Finding that out reads the source's latest snapshot (a backup's
+    ``latest.json``, or the catalog file's snapshot table) and the published file's own stamp; for a
+    self-contained lake also the revision's file index and one listing of the copied files, so a lake
+    with a copied file missing or of another size is published again (copying only what is missing).
 
     Revision numbers are claimed atomically (a create-only marker per number: an exclusive create
     locally, ``If-None-Match: *`` on S3), so two publishers never share one; the stable file is replaced
@@ -391,7 +394,9 @@ def publish_frozen_lake(
     reader_url = reader_url or publish_uri
     unchanged = f"{publish_uri} is left as it was."
     step = checkpoint or (lambda step, detail: None)
-    settings = _publication_settings(source, data_path, reader_url, reader_data_path, legacy_uri, self_contained)
+    settings = _publication_settings(
+        source, data_path, reader_url, reader_data_path, legacy_uri, self_contained, probe_files
+    )
     if not force:
         held = _published_if_current(source, publish_uri, reader_url, store, settings)
         if held is not None:
@@ -556,8 +561,10 @@ def _publication_settings(
     reader_data_path: str | None,
     legacy_uri: str | None,
     self_contained: bool,
+    probe_files: bool,
 ) -> dict[str, object]:
-    """Everything besides the source's snapshot that decides what a revision holds."""
+    """Everything besides the source's snapshot that decides what a revision holds and how it was verified
+    (a revision verified without opening its data files is not up to date for a publisher that probes them)."""
     if isinstance(source, LakeSettings):
         data_path = data_path or source.data_path
         where = source.catalog.metadata_path() if isinstance(source.catalog, DuckDBCatalog) else source.describe()
@@ -570,6 +577,7 @@ def _publication_settings(
         "reader_data_path": reader_data_path,
         "legacy_uri": absolute_local_path(legacy_uri) if legacy_uri else None,
         "self_contained": self_contained,
+        "probe_files": probe_files,
         "duckdb": duckdb.__version__,
     }
 
@@ -640,7 +648,8 @@ def _published_if_current(
     """The revision ``publish_uri`` holds when publishing ``source`` again would change nothing, else ``None``.
 
     Reads the source's latest snapshot and the published file's stamp (on S3 its metadata first, which
-    says in one request when the stamp cannot match); writes nothing.
+    says in one request when the stamp cannot match) and, for a self-contained lake, its file index and one
+    listing of its files; writes nothing.
     """
     snapshot = _source_snapshot(source, store)
     if snapshot is None:
@@ -661,6 +670,8 @@ def _published_if_current(
     revision = Revision(
         stamp.revision, stamp.snapshot_id, revision_uri(publish_uri, stamp.revision, stamp.snapshot_id), current.size
     )
+    if settings["self_contained"] and not _copied_files_present(revision.uri, publish_uri, store):
+        return None
     return PublishResult(
         publish_uri=publish_uri,
         reader_url=reader_url,
@@ -670,6 +681,24 @@ def _published_if_current(
         data_path=stamp.data_path,
         up_to_date=True,
     )
+
+
+def _copied_files_present(revision_location: str, publish_uri: str, store: ObjectStore) -> bool:
+    """Whether every data file a self-contained revision's index lists is beside it with its size (one listing
+    of the lake's file folder); ``False`` when the index is missing or unreadable."""
+    uri = files_index_uri(revision_location)
+    try:
+        if not store.exists(uri):
+            return False
+        entries = json.loads(store.get_bytes(uri))["files"]
+        root = files_folder(publish_uri)
+        present = list_many(store, [root])
+        return all(
+            (held := present.get(join_uri(root, key))) is not None and held.size == int(size)
+            for key, size, _ in entries
+        )
+    except (StorageError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _expose(copy: Path, publish_uri: str, store: ObjectStore, number: int, state: str) -> int | None:

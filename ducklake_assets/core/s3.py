@@ -13,7 +13,8 @@ class S3Settings:
     """Connection settings for S3 or an S3-compatible store (MinIO, moto, R2...).
 
     Field names follow boto3 and ``dagster-aws``. ``use_ssl=None`` takes the scheme of
-    ``endpoint_url`` (``http://`` means no TLS), else TLS.
+    ``endpoint_url`` (``http://`` means no TLS), else TLS. ``path_style`` and ``virtual_style`` force
+    boto3's addressing style (neither: boto3's ``auto``); DuckDB uses path style only with ``path_style``.
     """
 
     endpoint_url: str | None = None
@@ -23,6 +24,7 @@ class S3Settings:
     aws_session_token: str | None = field(default=None, repr=False)
     use_ssl: bool | None = None
     path_style: bool = False
+    virtual_style: bool = False
 
     def secrets(self) -> list[str]:
         """Values that must never appear in a message."""
@@ -40,7 +42,8 @@ class S3Settings:
         import boto3
         from botocore.config import Config
 
-        config = Config(s3={"addressing_style": "path" if self.path_style else "auto"})
+        style = "path" if self.path_style else "virtual" if self.virtual_style else "auto"
+        config = Config(s3={"addressing_style": style})
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint_url,

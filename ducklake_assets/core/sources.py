@@ -114,10 +114,15 @@ class TableNaming:
             name = PurePosixPath(uri).parent.name
         else:
             match = re.search(self.regex or "", relative or uri)
-            if match is None or not match.group("table"):
+            if match is None:
                 raise ConfigurationError(
                     f"Source file {uri} does not match table_name_regex {self.regex!r}: adjust the regex, or "
                     "narrow the pattern so the file is not listed"
+                )
+            if not match.group("table"):
+                raise ConfigurationError(
+                    f"table_name_regex {self.regex!r} matches source file {uri}, but its group 'table' captures "
+                    f"nothing (matched {match.group(0)!r}): make the group match at least one character"
                 )
             name = match.group("table")
         _check_name(name, "table", f"source file {uri}")
@@ -183,6 +188,20 @@ class FileSource:
             return self.read_manifest(store)
         return [self.source_file(item) for item in self.list_objects(store)]
 
+    def list_named_files(self, store: ObjectStore) -> tuple[list[SourceFile], dict[str, str]]:
+        """Like :meth:`list_files`, but a file whose path names no valid table is returned with the reason
+        instead of failing the whole listing (for ``bad_files='skip'``)."""
+        if self.kind == "manifest":
+            return self.read_manifest(store), {}
+        files: list[SourceFile] = []
+        unnamed: dict[str, str] = {}
+        for item in self.list_objects(store):
+            try:
+                files.append(self.source_file(item))
+            except ConfigurationError as error:
+                unnamed[item.uri] = str(error)
+        return files, unnamed
+
     def list_objects(self, store: ObjectStore, start_after: str | None = None) -> list[StoredObject]:
         """The files below a folder or prefix that match the pattern, sorted by location.
 
@@ -218,9 +237,12 @@ class FileSource:
         """
         belonging: list[SourceFile] = []
         others: list[str] = []
+        # A folder is listed with symbolic links resolved, so reported paths are resolved the same way.
+        root = self.root if is_remote(self.root) else os.path.realpath(self.root)
         for location in uris:
             uri = normalize_uri(location)
-            relative = uri.removeprefix(self.root + "/")
+            uri = uri if is_remote(uri) else os.path.realpath(uri)
+            relative = uri.removeprefix(root + "/")
             outside = self.kind == "manifest" or relative == uri or _hidden(relative)
             if outside or not glob_match(relative, self.pattern):
                 others.append(location)
