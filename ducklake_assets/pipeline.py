@@ -99,9 +99,10 @@ def build_ducklake_pipeline(
 ) -> dg.Definitions:
     """Definitions for a DuckLake fed by Parquet files that another system writes.
 
-    ``name`` prefixes every asset key and names the resources ``f"{name}_ducklake"`` and
-    ``f"{name}_s3"``. ``source`` is a folder, an ``s3://bucket/prefix`` or a manifest ``.csv`` with a
-    ``full_path`` column; ``pattern`` selects files below a folder or prefix. Tables are named after the
+    ``name`` prefixes every asset key and names the resources ``f"{name}_ducklake"``,
+    ``f"{name}_s3"`` and ``f"{name}_io_manager"`` (a ``DuckLakeIOManager``). ``source`` is a folder, an
+    ``s3://bucket/prefix`` or a manifest ``.csv`` with a ``full_path`` column; ``pattern`` selects files
+    below a folder or prefix. Tables are named after the
     file name up to its first dot, or (``table_name_from``) the parent folder or the named group
     ``table`` of ``table_name_regex``; they go to schema ``schema``. ``catalog`` is a DuckLake catalog
     string (DuckDB file, ``sqlite:...``, ``postgres:...``) or a catalog config such as

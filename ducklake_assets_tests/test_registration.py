@@ -576,3 +576,41 @@ def test_unknown_policies_are_refused(lake: LakeSettings) -> None:
         register(lake, [], schema_drift="merge")
     with pytest.raises(ConfigurationError, match="bad_files must be one of fail, skip"):
         register(lake, [], bad_files="ignore")
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_partitioned_layout_registers_each_file_once_in_one_snapshot_per_run(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """``src/day=N/<table>.K.parquet``: one glob across the day folders per table, each file exactly once,
+    and a later run adds only the new days' files (no file twice, no hidden file)."""
+    local = tmp_path / "src"
+    for day in range(6):
+        crew(local / f"day={day:05d}" / f"astronauts.{day}.parquet", day * 10)
+        parquet(local / f"day={day:05d}" / f"missions.{day}.parquet", f"SELECT {day}::BIGINT AS mission_id")
+    crew(local / "day=00002" / ".astronauts.tmp.parquet", 1000)
+    if where == "s3":
+        bucket: S3Bucket = request.getfixturevalue("s3_bucket")
+        s3: S3Settings = request.getfixturevalue("s3_settings")
+        store = ObjectStore(s3)
+        for path in sorted(local.rglob("*.parquet")):
+            store.put_file(path, bucket.uri(f"src/{path.relative_to(local)}"))
+        settings = LakeSettings.from_strings(str(tmp_path / "lake.ducklake"), str(tmp_path / "data"), s3=s3)
+        source = FileSource(bucket.uri("src"))
+    else:
+        settings = LakeSettings.from_strings(str(tmp_path / "lake.ducklake"), str(tmp_path / "data"))
+        source = FileSource(str(local))
+
+    first = register(settings, source)
+    crew(local / "day=00006" / "astronauts.6.parquet", 60)
+    if where == "s3":
+        store.put_file(local / "day=00006" / "astronauts.6.parquet", bucket.uri("src/day=00006/astronauts.6.parquet"))
+    before = snapshot_count(settings)
+    second = register(settings, source)
+
+    assert len(first.files_added) == 12 and len(second.files_added) == 1
+    assert snapshot_count(settings) == before + 1
+    assert query(settings, "SELECT count(*), sum(id) FROM astronauts") == [(70, sum(range(70)))]
+    assert query(settings, "SELECT sum(mission_id) FROM missions") == [(sum(range(6)),)]
+    paths = query(settings, "SELECT data_file FROM ducklake_list_files('lake', 'astronauts')")
+    assert len(paths) == len({path for (path,) in paths}) == 7

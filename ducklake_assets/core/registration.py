@@ -584,7 +584,9 @@ def _type_new_columns(
     for name, _ in plan.new_columns:
         uri = next(uri for uri in plan.files if name.lower() in {c.lower() for c in file_columns[uri]})
         if uri not in described:
-            rows = connection.execute("DESCRIBE SELECT * FROM read_parquet(?)", [uri]).fetchall()
+            rows = connection.execute(
+                "DESCRIBE SELECT * FROM read_parquet(?, hive_partitioning => false)", [uri]
+            ).fetchall()
             described[uri] = {row[0].lower(): row[1] for row in rows}
         column_type = described[uri][name.lower()]
         if not _PLAIN_TYPE.match(column_type):
@@ -621,16 +623,25 @@ def _write_and_commit(
             table = qualified_name(alias, plan.schema, plan.name)
             if not plan.exists:
                 connection.execute(
-                    f"CREATE TABLE {table} AS SELECT * FROM read_parquet(?) WITH NO DATA", [plan.files[0]]
+                    f"CREATE TABLE {table} AS SELECT * FROM read_parquet(?, hive_partitioning => false) WITH NO DATA",
+                    [plan.files[0]],
                 )
             elif shared_catalog:
                 _claim_table(connection, settings, plan, table)
             for name, column_type in plan.new_columns:
                 connection.execute(f"ALTER TABLE {table} ADD COLUMN {quote_identifier(name)} {column_type}")
             for entries, count in _call_batches(plan):
+                # One entry goes as a string: a list parameter costs DuckDB a pandas import attempt per element.
                 connection.execute(
                     "CALL ducklake_add_data_files(?, ?, ?, schema => ?, ignore_extra_columns => ?, allow_missing => ?)",
-                    [alias, plan.name, entries, plan.schema, plan.ignore_extra_columns, plan.allow_missing],
+                    [
+                        alias,
+                        plan.name,
+                        entries[0] if len(entries) == 1 else entries,
+                        plan.schema,
+                        plan.ignore_extra_columns,
+                        plan.allow_missing,
+                    ],
                 )
                 done += count
                 if progress:
@@ -686,6 +697,11 @@ def _globs_or_paths(connection: duckdb.DuckDBPyConnection, uris: list[str]) -> l
     check and call that also matches is registered with the batch (the result, read back from the
     catalog, lists it).
     """
+    across = _table_glob(uris)
+    if across is not None:
+        matched = {row[0] for row in connection.execute("SELECT file FROM glob(?)", [across]).fetchall()}
+        if {normalize_uri(path) for path in matched} == set(uris):
+            return [(across, len(uris))]
     folders: dict[str, list[str]] = {}
     for uri in uris:
         folders.setdefault(posixpath.dirname(uri), []).append(uri)
@@ -699,6 +715,32 @@ def _globs_or_paths(connection: duckdb.DuckDBPyConnection, uris: list[str]) -> l
                 continue
         entries.extend((uri, 1) for uri in in_folder)
     return entries
+
+
+def _table_glob(uris: list[str]) -> str | None:
+    """One glob for files spread over folders at one depth below a common folder (a partitioned layout such
+    as ``src/day=N/astronauts.K.parquet``): ``<common folder>/*/.../<common name prefix>*<common suffix>``."""
+    if len(uris) < 2 or uris[0].startswith(("http://", "https://")):
+        return None
+    folders = {posixpath.dirname(uri) for uri in uris}
+    if len(folders) < 2:
+        return None
+    parts = [folder.split("/") for folder in folders]
+    common: list[str] = []
+    for pieces in zip(*parts, strict=False):
+        if len(set(pieces)) != 1:
+            break
+        common.append(pieces[0])
+    root = "/".join(common)
+    depths = {len(folder) - len(common) for folder in parts}
+    if len(depths) != 1 or root in folders or len(common) < 2 or not common[-1]:
+        return None
+    names = [posixpath.basename(uri) for uri in uris]
+    prefix = os.path.commonprefix(names)
+    suffix = os.path.commonprefix([name[len(prefix) :][::-1] for name in names])[::-1]
+    if "." not in prefix or not suffix:
+        return None
+    return f"{root}/{'*/' * depths.pop()}{prefix}*{suffix}"
 
 
 def _folder_glob(folder: str, uris: list[str]) -> str | None:
