@@ -298,8 +298,11 @@ def test_a_full_backup_whose_store_holds_a_damaged_file_is_not_called_up_to_date
     with pytest.raises(BackupError, match="another size") as raised:
         create_backup(settings, str(backups))
 
-    assert str(damaged) in str(raised.value)
+    assert str(damaged) in str(raised.value) and "delete them and run again" in str(raised.value)
     assert len(list_backups(str(backups), ObjectStore())) == 1
+    damaged.unlink()
+    repaired = create_backup(settings, str(backups))
+    assert not repaired.up_to_date and repaired.files is not None and len(repaired.files.copied) == 1
 
 
 def test_a_backup_after_a_restore_into_another_data_path_records_the_new_data_path(tmp_path: Path) -> None:

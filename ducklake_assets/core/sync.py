@@ -214,7 +214,9 @@ def sync_files(
     if conflicts:
         raise StorageError(
             f"{len(conflicts)} file(s) already exist at the destination with another size, so they belong to "
-            f"something else and are not overwritten: {_first(conflicts)}. Use an empty destination."
+            f"something else and are not overwritten: {_first(conflicts)}. If they are damaged copies (a "
+            "backup store or published lake whose file was cut short), delete them and run again; otherwise "
+            "use an empty destination."
         )
     if not pending:
         return report
