@@ -16,6 +16,7 @@ import pytest
 from ducklake_assets.core.lake import OFFLINE_CONFIG
 from ducklake_assets.core.s3 import S3Settings
 from ducklake_assets.resources import DuckLakeResource, PostgresCatalogConfig, S3Resource
+from ducklake_assets_tests.parquet_files import crew, parquet
 from ducklake_assets_tests.services import (
     PG_DSN_ENV,
     PostgresDatabase,
@@ -131,6 +132,17 @@ def s3_resource(s3_settings: S3Settings) -> S3Resource:
         aws_secret_access_key=s3_settings.aws_secret_access_key,
         addressing_style="path",
     )
+
+
+@pytest.fixture
+def space(tmp_path: Path) -> Path:
+    """The space-missions source folder of the frozen-lake demo, in miniature: 20 astronauts in two files,
+    4 missions in one."""
+    source = tmp_path / "data" / "space"
+    crew(source / "astronauts.p1.parquet", 0)
+    crew(source / "astronauts.p2.parquet", 10)
+    parquet(source / "missions.p1.parquet", "SELECT range AS mission_id, 'mission ' || range AS name FROM range(4)")
+    return source
 
 
 @pytest.fixture

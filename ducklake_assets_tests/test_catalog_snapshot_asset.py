@@ -14,16 +14,6 @@ from ducklake_assets_tests.services import S3Bucket
 SNAPSHOT = dg.AssetKey(["space", "catalog_snapshot"])
 
 
-@pytest.fixture
-def space(tmp_path: Path) -> Path:
-    """The space-missions source folder of the frozen-lake demo, in miniature."""
-    source = tmp_path / "data" / "space"
-    crew(source / "astronauts.p1.parquet", 0)
-    crew(source / "astronauts.p2.parquet", 10)
-    parquet(source / "missions.p1.parquet", "SELECT range AS mission_id, 'mission ' || range AS name FROM range(4)")
-    return source
-
-
 def materialize(defs: dg.Definitions, instance: dg.DagsterInstance, **kwargs) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         list(defs.assets), resources=defs.resources, instance=instance, selection=[SNAPSHOT], **kwargs

@@ -14,6 +14,7 @@ import pydantic
 import pytest
 
 from ducklake_assets import DuckLakeIOManager, DuckLakeResource
+from ducklake_assets_tests.dagster_results import materialization, step_failure
 
 DAILY = dg.DailyPartitionsDefinition(start_date="2026-11-01")
 
@@ -33,21 +34,6 @@ def snapshots(lake: DuckLakeResource) -> list[tuple]:
 def query(lake: DuckLakeResource, sql: str) -> list[tuple]:
     with lake.get_connection() as connection:
         return connection.execute(sql).fetchall()
-
-
-def materialization(result: dg.ExecuteInProcessResult, name: str) -> dict:
-    [event] = result.asset_materializations_for_node(name)
-    return {key: getattr(value, "value", value) for key, value in event.metadata.items()}
-
-
-def step_failure(result: dg.ExecuteInProcessResult) -> str:
-    """The error a user reads for the failed step (Dagster's wrapper and the library's error under it)."""
-    [failure] = [event for event in result.all_events if event.is_step_failure]
-    error, messages = failure.step_failure_data.error, []
-    while error is not None:
-        messages.append(error.message)
-        error = error.cause
-    return "\n".join(messages)
 
 
 def astronauts_frame() -> pd.DataFrame:

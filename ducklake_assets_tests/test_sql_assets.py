@@ -7,6 +7,7 @@ from ducklake_assets.core.errors import SQLCommandError
 from ducklake_assets.core.sql_commands import SQLCommand, display_sql, run_sql_commands
 from ducklake_assets.resources import DuckLakeResource
 from ducklake_assets.sql_assets import ducklake_sql_asset
+from ducklake_assets_tests.dagster_results import materialization, step_failure
 
 HOSTILE_NAME = "O'Brien'); DROP TABLE people; --"
 
@@ -23,21 +24,6 @@ def lake_state(ducklake: DuckLakeResource) -> tuple:
         ]
         contents = {table: sorted(connection.execute(f'SELECT * FROM lake."{table}"').fetchall()) for table in tables}
     return snapshot, contents
-
-
-def materialization(result: dg.ExecuteInProcessResult, name: str) -> dict:
-    [event] = result.asset_materializations_for_node(name)
-    return {key: getattr(value, "value", value) for key, value in event.metadata.items()}
-
-
-def step_failure(result: dg.ExecuteInProcessResult) -> str:
-    """The error a user reads for the failed step (Dagster's wrapper and the library's error under it)."""
-    [failure] = [event for event in result.all_events if event.is_step_failure]
-    error, messages = failure.step_failure_data.error, []
-    while error is not None:
-        messages.append(error.message)
-        error = error.cause
-    return "\n".join(messages)
 
 
 def test_commands_run_with_bound_values_and_report_each_result(pg_database, postgres_lake):

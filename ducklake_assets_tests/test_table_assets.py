@@ -27,15 +27,6 @@ ASTRONAUTS = dg.AssetKey(["space", "astronauts"])
 MISSIONS = dg.AssetKey(["space", "missions"])
 
 
-@pytest.fixture
-def space(tmp_path: Path) -> Path:
-    source = tmp_path / "data" / "space"
-    crew(source / "astronauts.p1.parquet", 0)
-    crew(source / "astronauts.p2.parquet", 10)
-    parquet(source / "missions.p1.parquet", "SELECT range AS mission_id, 'mission ' || range AS name FROM range(4)")
-    return source
-
-
 def pipeline(tmp_path: Path, source: Path, **kwargs) -> dg.Definitions:
     return build_ducklake_pipeline(
         name="space",
