@@ -1,27 +1,34 @@
-"""Benchmark: registering source Parquet files, the frozen-lake tooling's way against ``register_files``.
+"""Benchmark: registering source Parquet files, against the fastest raw DuckLake way and the naive one.
 
-Writes ``--files`` small Parquet files spread over ``--tables`` tables (``<table>.<number>.parquet``) and
-times, in the same run, on local disk and on an S3 endpoint (a moto server the benchmark starts):
+For each size (``--files``, default 2,000 and 20,000) and layout, flat (``src/tableT.N.parquet``) and one
+folder per day (``src/day=NNNNN/tableT.N.parquet``, ``--per-day`` files a day), on local disk and on S3
+(moto's server on 127.0.0.1, sizes ``--s3-files``), times, interleaved in the same run (``--rounds``
+rounds, min and median), each into a fresh lake (DuckDB catalog):
 
-* per-file (baseline): what the frozen-lake tooling's generated script does: ``CREATE TABLE ... AS
-  SELECT * FROM read_parquet(first file) WITH NO DATA`` per table, then one autocommitted
-  ``CALL ducklake_add_data_files`` per file (one snapshot per file);
-* ours: list the source and ``register_files`` (skip what is registered, one snapshot, a glob per table);
-* re-run: the same call again over the already registered files (no Parquet is read).
+* ours: list the source (``FileSource.list_files``) and ``register_files`` (skip what is registered, one
+  snapshot, the fewest globs that name exactly the new files);
+* fastest raw DuckLake way, knowing the layout in advance: in one transaction, per table ``CREATE TABLE
+  ... AS SELECT * FROM read_parquet(first file) WITH NO DATA`` and one ``CALL ducklake_add_data_files``
+  with a glob over the table's files;
+* naive: one autocommitted ``CALL ducklake_add_data_files`` per file (the frozen-lake tooling's generated
+  script), on ``--naive-files`` files, its rate extrapolated (the output says so);
+* ours again over the registered files (a re-run: nothing to add, no Parquet read).
 
-Targets (local): ours >= 1,000 files/s and >= 20x the per-file way; a re-run over 1,000 files < 0.5 s.
-The per-file way is slow on S3, so it runs there on ``--s3-baseline-files`` files and its rate is
-extrapolated to all files (the output says so).
+Goal: ours within 1.1x of the raw glob on every layout, size and store.
 
-    python benchmarks/register_files.py                 # 1,000 files over 4 tables
-    python benchmarks/register_files.py --files 4030    # the size of the frozen-lake post's lake
+    python benchmarks/register_files.py                          # 2,000 and 20,000 files local, 2,000 on S3
+    python benchmarks/register_files.py --files 2000 --s3-files 2000 20000 --rounds 1
 """
 
 import argparse
 import logging
+import os
 import shutil
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -36,153 +43,187 @@ from ducklake_assets.core.sql import qualified_name, quote_literal
 from ducklake_assets.core.storage import ObjectStore
 
 
-def write_source_files(folder: Path, files: int, tables: int) -> list[Path]:
-    """``files`` small Parquet files, round-robin over ``tables`` tables, each a copy of its table's template."""
-    folder.mkdir(parents=True)
+def relative_name(number: int, tables: int, partitioned: bool, per_day: int) -> str:
+    name = f"table{number % tables}.{number:07d}.parquet"
+    return f"day={number // per_day:05d}/{name}" if partitioned else name
+
+
+def write_files(root: Path, files: int, tables: int, partitioned: bool, per_day: int) -> list[str]:
+    """Hard links of one small Parquet file per table (so 20,000 files take seconds to write)."""
     templates = []
-    for table in range(tables):
-        template = folder / f"template{table}.bin"
-        duckdb.sql(
-            f"COPY (SELECT range AS id, 'name ' || range AS name, range / 7.0 AS value, {table} AS source "
-            f"FROM range(20)) TO {quote_literal(str(template))} (FORMAT parquet)"
-        )
-        templates.append(template)
-    paths = []
+    root.mkdir(parents=True)
+    with duckdb.connect() as connection:
+        for table in range(tables):
+            template = root.parent / f"{root.name}-template{table}.parquet"
+            select = f"SELECT range AS id, 'row ' || range AS name, {table} AS t FROM range(20)"
+            connection.execute(f"COPY ({select}) TO {quote_literal(str(template))} (FORMAT parquet)")
+            templates.append(template)
+    names = []
     for number in range(files):
-        path = folder / f"table{number % tables}.{number:06d}.parquet"
-        shutil.copyfile(templates[number % tables], path)
-        paths.append(path)
-    for template in templates:
-        template.unlink()
-    return paths
+        name = relative_name(number, tables, partitioned, per_day)
+        path = root / name
+        path.parent.mkdir(exist_ok=True)
+        os.link(templates[number % tables], path)
+        names.append(name)
+    return names
 
 
-def per_file_way(settings: LakeSettings, uris: list[str]) -> float:
-    """The frozen-lake tooling's script: a table per first file, then one autocommitted CALL per file."""
-    started = time.perf_counter()
+def ours(settings: LakeSettings, source: str) -> int:
+    files = FileSource(source).list_files(ObjectStore(settings.s3))
+    with connect_lake(settings) as connection:
+        return len(register_files(connection, settings, files).files_added)
+
+
+def raw_glob(settings: LakeSettings, source: str, tables: int, partitioned: bool) -> int:
+    folder = f"{source}/*" if partitioned else source
+    with connect_lake(settings) as connection:
+        connection.execute("BEGIN")
+        for table in range(tables):
+            glob = f"{folder}/table{table}.*.parquet"
+            (first,) = connection.execute("SELECT file FROM glob(?) LIMIT 1", [glob]).fetchone()
+            name = qualified_name(settings.alias, f"table{table}")
+            connection.execute(
+                f"CREATE TABLE {name} AS SELECT * FROM read_parquet(?, hive_partitioning => false) WITH NO DATA",
+                [first],
+            )
+            connection.execute("CALL ducklake_add_data_files(?, ?, ?)", [settings.alias, f"table{table}", glob])
+        connection.execute("COMMIT")
+    return tables
+
+
+def naive(settings: LakeSettings, uris: list[str]) -> None:
     with connect_lake(settings) as connection:
         created = set()
         for uri in uris:
-            table = uri.rsplit("/", 1)[1].split(".", 1)[0]
+            table = uri.rsplit("/", 1)[1].split(".")[0]
             if table not in created:
+                name = qualified_name(settings.alias, table)
                 connection.execute(
-                    f"CREATE TABLE {qualified_name(settings.alias, 'main', table)} AS "
-                    "SELECT * FROM read_parquet(?) WITH NO DATA",
+                    f"CREATE TABLE {name} AS SELECT * FROM read_parquet(?, hive_partitioning => false) WITH NO DATA",
                     [uri],
                 )
                 created.add(table)
             connection.execute("CALL ducklake_add_data_files(?, ?, ?)", [settings.alias, table, uri])
+
+
+def rows(settings: LakeSettings, tables: int) -> int:
+    with connect_lake(settings) as connection:
+        return sum(
+            connection.execute(f"SELECT sum(id + 1) FROM {qualified_name(settings.alias, f'table{t}')}").fetchone()[0]
+            for t in range(tables)
+        )
+
+
+def timed(call: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    call()
     return time.perf_counter() - started
 
 
-def our_way(settings: LakeSettings, source: FileSource) -> tuple[float, int, int]:
-    """List the source and register it; returns seconds, files added and files already registered."""
-    started = time.perf_counter()
-    files = source.list_files(ObjectStore(settings.s3))
-    with connect_lake(settings) as connection:
-        result = register_files(connection, settings, files, author="benchmark", message="register_files benchmark")
-    return time.perf_counter() - started, len(result.files_added), len(result.already_registered)
+def compare(
+    title: str, work: Path, source: str, names: list[str], arguments: argparse.Namespace, s3: S3Settings | None
+) -> None:
+    partitioned = "/" in names[0]
+    files, tables = len(names), arguments.tables
+    counter = iter(range(10_000))
 
+    def lake() -> LakeSettings:
+        number = next(counter)
+        return LakeSettings.from_strings(str(work / f"lake{number}.ducklake"), str(work / f"data{number}"), s3=s3)
 
-def row_count(settings: LakeSettings) -> int:
-    with connect_lake(settings) as connection:
-        tables = [row[0] for row in connection.execute("SHOW TABLES").fetchall()]
-        return sum(
-            connection.execute(f"SELECT count(*) FROM {qualified_name(settings.alias, 'main', t)}").fetchone()[0]
-            for t in tables
+    times: dict[str, list[float]] = {"ours": [], "raw glob per table": [], "ours, re-run": []}
+    checked = None
+    for attempt in range(arguments.rounds):
+        order = ["ours", "raw glob per table"] if attempt % 2 == 0 else ["raw glob per table", "ours"]
+        for label in order:
+            settings = lake()
+            if label == "ours":
+                times[label].append(timed(lambda settings=settings: ours(settings, source)))
+                times["ours, re-run"].append(timed(lambda settings=settings: ours(settings, source)))
+                checked = checked or settings
+            else:
+                times[label].append(timed(lambda settings=settings: raw_glob(settings, source, tables, partitioned)))
+    assert checked is not None and rows(checked, tables) == files * sum(range(1, 21))
+    subset = [f"{source}/{name}" for name in names[: arguments.naive_files]]
+    naive_all = timed(lambda: naive(lake(), subset)) / len(subset) * files
+    fastest = statistics.median(times["raw glob per table"])
+    mine = statistics.median(times["ours"])
+    print(f"\n{title}: {files:,} files over {tables} tables")
+    for label, values in times.items():
+        median = statistics.median(values)
+        print(
+            f"  {label:<20} min {min(values):7.2f} s  median {median:7.2f} s  {files / median:9.0f} files/s  "
+            f"{median / fastest:5.2f}x the raw glob"
         )
-
-
-def report(place: str, files: int, baseline: float, baseline_files: int, ours: float, rerun: float) -> None:
-    baseline_rate = baseline_files / baseline
-    ours_rate = files / ours
-    note = f" (measured on {baseline_files} files, rate extrapolated)" if baseline_files != files else ""
-    print(f"\n{place}: {files} files")
-    print(f"  per-file way   {baseline:8.2f} s  {baseline_rate:9.0f} files/s{note}")
     print(
-        f"  ours           {ours:8.2f} s  {ours_rate:9.0f} files/s  {ours_rate / baseline_rate:6.1f}x the per-file way"
-    )
-    print(f"  re-run         {rerun:8.3f} s  (all {files} files already registered)")
-
-
-def local_benchmark(work: Path, files: int, tables: int) -> None:
-    paths = write_source_files(work / "local" / "space", files, tables)
-    uris = sorted(str(path) for path in paths)
-    baseline_lake = LakeSettings.from_strings(str(work / "local" / "baseline.ducklake"), str(work / "local" / "bd"))
-    baseline = per_file_way(baseline_lake, uris)
-    lake = LakeSettings.from_strings(str(work / "local" / "ours.ducklake"), str(work / "local" / "od"))
-    source = FileSource(str(work / "local" / "space"))
-    ours, added, _ = our_way(lake, source)
-    rerun, again, already = our_way(lake, source)
-    assert added == files and again == 0 and already == files, (added, again, already)
-    assert row_count(lake) == row_count(baseline_lake) == files * 20
-    report("local disk", files, baseline, files, ours, rerun)
-    ratio = (files / ours) / (files / baseline)
-    print(
-        f"  targets: >= 1,000 files/s {'met' if files / ours >= 1000 else 'MISSED'}; "
-        f">= 20x {'met' if ratio >= 20 else 'MISSED'}; "
-        f"re-run < 0.5 s {'met' if rerun < 0.5 else 'MISSED'}"
+        f"  naive, CALL per file {naive_all:7.2f} s (extrapolated from {len(subset)} files)  "
+        f"{naive_all / mine:5.1f}x slower than ours"
     )
 
 
-def s3_benchmark(work: Path, files: int, tables: int, baseline_files: int) -> None:
+def s3_endpoint() -> tuple[ThreadedMotoServer, S3Settings]:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
-    try:
-        host, port = server.get_host_and_port()
-        settings = S3Settings(
-            endpoint_url=f"http://{host}:{port}",
-            region_name="us-east-1",
-            aws_access_key_id="benchmark",
-            aws_secret_access_key="benchmark-secret",
-            path_style=True,
-        )
-        client = boto3.client(
-            "s3",
-            endpoint_url=settings.endpoint_url,
-            region_name="us-east-1",
-            aws_access_key_id="benchmark",
-            aws_secret_access_key="benchmark-secret",
-        )
-        client.create_bucket(Bucket="space")
-        paths = write_source_files(work / "s3-upload", files, tables)
-        started = time.perf_counter()
-        for path in paths:
-            client.upload_file(str(path), "space", f"space/{path.name}")
-        print(f"\n(uploaded {files} files to the moto S3 endpoint in {time.perf_counter() - started:.1f} s)")
-        uris = sorted(f"s3://space/space/{path.name}" for path in paths)
-        subset = uris[: min(baseline_files, files)]
-        baseline_lake = LakeSettings.from_strings(
-            str(work / "s3" / "baseline.ducklake"), str(work / "s3" / "bd"), s3=settings
-        )
-        baseline = per_file_way(baseline_lake, subset)
-        lake = LakeSettings.from_strings(str(work / "s3" / "ours.ducklake"), str(work / "s3" / "od"), s3=settings)
-        source = FileSource("s3://space/space")
-        ours, added, _ = our_way(lake, source)
-        rerun, again, already = our_way(lake, source)
-        assert added == files and again == 0 and already == files, (added, again, already)
-        assert row_count(lake) == files * 20
-        report("S3 (moto endpoint)", files, baseline, len(subset), ours, rerun)
-    finally:
-        server.stop()
+    host, port = server.get_host_and_port()
+    settings = S3Settings(
+        endpoint_url=f"http://{host}:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="benchmark",
+        aws_secret_access_key="benchmark-secret",
+        path_style=True,
+    )
+    return server, settings
+
+
+def upload(settings: S3Settings, root: Path, names: list[str], bucket: str) -> None:
+    client = boto3.client(
+        "s3",
+        endpoint_url=settings.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="benchmark",
+        aws_secret_access_key="benchmark-secret",
+    )
+    client.create_bucket(Bucket=bucket)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda name: client.upload_file(str(root / name), bucket, f"src/{name}"), names))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--files", type=int, default=1000, help="source files to register (default 1000)")
-    parser.add_argument("--tables", type=int, default=4, help="tables the files are spread over (default 4)")
-    parser.add_argument(
-        "--s3-baseline-files", type=int, default=200, help="files the per-file way registers on S3 (default 200)"
-    )
-    parser.add_argument("--skip-s3", action="store_true", help="only the local-disk benchmark")
+    parser.add_argument("--files", type=int, nargs="*", default=[2000, 20000], help="local sizes")
+    parser.add_argument("--s3-files", type=int, nargs="*", default=[2000], help="S3 sizes (none: skip S3)")
+    parser.add_argument("--tables", type=int, default=4)
+    parser.add_argument("--per-day", type=int, default=200, help="files per day folder in the partitioned layout")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--naive-files", type=int, default=200)
     arguments = parser.parse_args()
-    print(f"duckdb {duckdb.__version__}; {arguments.files} files over {arguments.tables} tables")
-    with tempfile.TemporaryDirectory(prefix="register-files-benchmark-") as folder:
+    print(f"duckdb {duckdb.__version__}; {arguments.rounds} rounds, interleaved; {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory(prefix="register-files-") as folder:
         work = Path(folder)
-        local_benchmark(work, arguments.files, arguments.tables)
-        if not arguments.skip_s3:
-            s3_benchmark(work, arguments.files, arguments.tables, arguments.s3_baseline_files)
+        for files in arguments.files:
+            for partitioned in (False, True):
+                layout = "partitioned (day=N/)" if partitioned else "flat"
+                root = work / f"{files}-{layout[:4]}" / "src"
+                names = write_files(root, files, arguments.tables, partitioned, arguments.per_day)
+                compare(f"local disk, {layout}", root.parent, str(root), names, arguments, None)
+                shutil.rmtree(root.parent)
+        if arguments.s3_files:
+            server, s3 = s3_endpoint()
+            try:
+                for files in arguments.s3_files:
+                    for partitioned in (False, True):
+                        layout = "partitioned (day=N/)" if partitioned else "flat"
+                        root = work / f"s3-{files}-{layout[:4]}" / "src"
+                        names = write_files(root, files, arguments.tables, partitioned, arguments.per_day)
+                        bucket = f"b{files}{'p' if partitioned else 'f'}"
+                        upload(s3, root, names, bucket)
+                        compare(
+                            f"S3 (moto on 127.0.0.1), {layout}", root.parent, f"s3://{bucket}/src", names, arguments, s3
+                        )
+                        shutil.rmtree(root.parent)
+            finally:
+                server.stop()
 
 
 if __name__ == "__main__":

@@ -84,6 +84,7 @@ if TYPE_CHECKING:
     from .core.storage import ObjectStore as ObjectStore
     from .io_manager import DuckLakeIOManager as DuckLakeIOManager
     from .maintenance_assets import build_maintenance_definitions as build_maintenance_definitions
+    from .partitions import SourcePartitions as SourcePartitions
     from .pipeline import build_ducklake_pipeline as build_ducklake_pipeline
     from .publish_assets import build_publish_definitions as build_publish_definitions
     from .resources import DuckDBCatalogConfig as DuckDBCatalogConfig
@@ -182,6 +183,7 @@ _EXPORTS: dict[str, str] = {
     "PostgresCatalogConfig": ".resources",
     "S3Resource": ".resources",
     "SQLiteCatalogConfig": ".resources",
+    "SourcePartitions": ".partitions",
     "catalog_snapshot_asset": ".snapshot_assets",
     "new_file_sensor": ".snapshot_assets",
     "registration_assets": ".snapshot_assets",
@@ -271,6 +273,7 @@ __all__ = [
     "setup_capture",
     "SnapshotSummary",
     "SourceFile",
+    "SourcePartitions",
     "SQLCommand",
     "SQLCommandError",
     "SQLiteCatalog",

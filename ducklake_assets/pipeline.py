@@ -16,6 +16,7 @@ from .core.sources import DEFAULT_PATTERN, FileSource, NewFileOrder, TableNameFr
 from .core.sql import OptionValue
 from .io_manager import DuckLakeIOManager
 from .maintenance_assets import build_maintenance_definitions
+from .partitions import SourcePartitions
 from .publish_assets import build_publish_definitions
 from .resources import CatalogConfig, DuckLakeResource, S3Resource
 from .snapshot_assets import (
@@ -96,6 +97,7 @@ def build_ducklake_pipeline(
     translator: DuckLakeTranslator | None = None,
     source_deps: Sequence[AssetLike] = (),
     lake_writers: Sequence[AssetLike] = (),
+    partitions: SourcePartitions | None = None,
 ) -> dg.Definitions:
     """Definitions for a DuckLake fed by Parquet files that another system writes.
 
@@ -130,6 +132,12 @@ def build_ducklake_pipeline(
     (:func:`written_paths_metadata`) when they do. ``lake_writers`` names your own assets that write
     the lake (through ``DuckLakeResource``, ``DuckLakeIOManager``, SQL command or CDC assets): backups
     and publication run after them too.
+
+    Scale-out: ``partitions`` (a :class:`SourcePartitions`) partitions the registration step and the
+    table assets by source folder (by day, by prefix; static, time-window or dynamic keys). The sensor
+    requests one run per partition with new files, each run registers only its folder, and runs of
+    different partitions write a PostgreSQL catalog side by side, so executors and run launchers spread
+    the work over processes and machines.
 
     Automation: ``backup_automation`` and ``publish_automation`` are ``"eager"`` (after every upstream
     materialization, the default), a cron string (at most once per tick, when upstream changed) or ``None``;
@@ -198,6 +206,7 @@ def build_ducklake_pipeline(
         schema_drift=schema_drift,
         bad_files=bad_files,
         io_manager_key=io_manager_key(name),
+        partitions=partitions,
         automation_condition=dg.AutomationCondition.eager().ignore(dg.AssetSelection.assets(source_spec.key))
         if producers
         else None,
@@ -215,6 +224,7 @@ def build_ducklake_pipeline(
                     minimum_interval_seconds=sensor_interval_seconds,
                     default_status=sensor_default_status,
                     asset_keys=registration_keys,
+                    partitions=partitions,
                 )
             ],
             resources=resources,

@@ -33,6 +33,7 @@ from .core.retry import RetryPolicy
 from .core.sources import FileSource, NewFileOrder, SourceFile, find_new_files
 from .core.storage import ObjectStore
 from .metadata import markdown_table
+from .partitions import SourcePartitions
 from .resources import DuckLakeResource, S3Resource
 from .translator import DuckLakeTranslator, LakeTable, table_specs
 
@@ -156,6 +157,7 @@ def registration_assets(
     bad_files: BadFiles = "fail",
     automation_condition: dg.AutomationCondition | None = None,
     io_manager_key: str | None = None,
+    partitions: SourcePartitions | None = None,
 ) -> dg.AssetsDefinition:
     """One step that registers new source files and materializes ``[name, "catalog_snapshot"]`` and one
     asset per table in ``tables`` (keys and attributes from ``translator``), in exactly one snapshot.
@@ -167,7 +169,8 @@ def registration_assets(
     reports the paths it wrote (:func:`written_paths_metadata`) only those paths are registered;
     otherwise the whole source is listed. ``io_manager_key`` names the IO manager (a
     :class:`~ducklake_assets.io_manager.DuckLakeIOManager`) through which downstream assets load a table
-    as a DataFrame.
+    as a DataFrame. With ``partitions`` every asset of the step is partitioned, and a run registers the
+    files of its partitions' folders only, claiming them so that no two runs register one file twice.
     """
     translator = translator or DuckLakeTranslator()
     lake_key = ducklake_resource_key(name)
@@ -213,15 +216,22 @@ def registration_assets(
         ],
         required_resource_keys={lake_key},
         can_subset=True,
+        partitions_def=partitions.partitions_def(name) if partitions else None,
     )
     def register(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
         lake: DuckLakeResource = getattr(context.resources, lake_key)
         settings = lake.lake_settings()
         store = ObjectStore(settings.s3)
         selected = context.selected_asset_keys
-        marks = _producer_marks(context, source_deps)
-        files = _reported_files(context, source, snapshot_key, source_deps, marks)
-        unnamed: dict[str, str] = {}
+        claims: list[str] = []
+        if partitions is not None:
+            marks: dict[str, int] = {}
+            claims = [partitions.folders.folder(key) for key in context.partition_keys]
+            files, unnamed = _list_partitions(context, source, partitions, store, bad_files)
+        else:
+            marks = _producer_marks(context, source_deps)
+            files = _reported_files(context, source, snapshot_key, source_deps, marks)
+            unnamed = {}
         if files is None:
             files, unnamed = source.list_named_files(store) if bad_files == "skip" else (source.list_files(store), {})
             context.log.info(f"Listed {len(files) + len(unnamed)} source files in {source.root}")
@@ -244,6 +254,7 @@ def registration_assets(
                 extra_info={"dagster_run_id": context.run_id, "dagster_asset": snapshot_key.to_user_string()},
                 progress=progress,
                 log=context.log,
+                claims=claims,
             )
         if unnamed:
             named_skips = tuple(SkippedFile(uri, reason) for uri, reason in sorted(unnamed.items()))
@@ -288,6 +299,29 @@ def catalog_snapshot_asset(
     """The asset ``[name, "catalog_snapshot"]`` alone, without table assets: :func:`registration_assets`
     with no tables, for layouts that show the lake as one asset."""
     return registration_assets(name, source, (), schema_drift=schema_drift, bad_files=bad_files)
+
+
+def _list_partitions(
+    context: dg.AssetExecutionContext,
+    source: FileSource,
+    partitions: SourcePartitions,
+    store: ObjectStore,
+    bad_files: BadFiles,
+) -> tuple[list[SourceFile], dict[str, str]]:
+    """The files in the folders of the run's partitions (a missing folder holds none)."""
+    files: list[SourceFile] = []
+    unnamed: dict[str, str] = {}
+    for key in context.partition_keys:
+        part = partitions.folders.source(source, key)
+        try:
+            found, skipped = part.list_named_files(store) if bad_files == "skip" else (part.list_files(store), {})
+        except NotFoundError:
+            context.log.info(f"Partition {key}: {part.root} does not exist, so it holds no files yet")
+            continue
+        files.extend(found)
+        unnamed.update(skipped)
+        context.log.info(f"Partition {key}: listed {len(found) + len(skipped)} source files in {part.root}")
+    return files, unnamed
 
 
 def _producer_marks(context: dg.AssetExecutionContext, source_deps: Sequence[dg.AssetKey]) -> dict[str, int]:
@@ -422,6 +456,7 @@ def new_file_sensor(
     minimum_interval_seconds: int = 30,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
     asset_keys: Sequence[dg.AssetKey] | None = None,
+    partitions: SourcePartitions | None = None,
 ) -> dg.SensorDefinition:
     """Sensor ``f"{name}_new_files"``: requests a run of ``asset_keys`` (default: the ``catalog_snapshot``;
     the pipeline passes it and every table asset) when new source files appear.
@@ -429,7 +464,8 @@ def new_file_sensor(
     The cursor remembers what was seen (see :func:`~.core.sources.find_new_files` for ``order`` and the
     cost of a tick); the run key is derived from the new cursor, so a repeated tick requests nothing new.
     A source folder that does not exist yet makes the tick skip with that reason. An S3 source needs
-    the resource ``f"{name}_s3"``.
+    the resource ``f"{name}_s3"``. With ``partitions`` it requests one run per partition that has new
+    files, adding the keys of new folders to a dynamic partitions definition first.
     """
     s3_key = s3_resource_key(name)
     asset_key = catalog_snapshot_key(name)
@@ -457,6 +493,8 @@ def new_file_sensor(
         digest = hashlib.sha256(found.cursor.encode()).hexdigest()[:24]
         shown = ", ".join(found.uris[:3]) + (f" and {len(found.uris) - 3} more" if len(found.uris) > 3 else "")
         context.log.info(f"{len(found.uris)} new in {source.root}: {shown}")
+        if partitions is not None:
+            return _partition_requests(context, name, source, partitions, found.uris, found.cursor, digest, selection)
         return dg.SensorResult(
             run_requests=[
                 dg.RunRequest(
@@ -469,3 +507,50 @@ def new_file_sensor(
         )
 
     return watch_source
+
+
+def _partition_requests(
+    context: dg.SensorEvaluationContext,
+    name: str,
+    source: FileSource,
+    partitions: SourcePartitions,
+    uris: Sequence[str],
+    cursor: str,
+    digest: str,
+    selection: Sequence[dg.AssetKey],
+) -> dg.SensorResult:
+    """One run request per partition holding new files; new keys of a dynamic definition are added first."""
+    by_key: dict[str, list[str]] = {}
+    outside: list[str] = []
+    for uri in uris:
+        key = partitions.folders.key_of(source.relative_path(uri))
+        (outside if key is None else by_key.setdefault(key, [])).append(uri)
+    definition = partitions.partitions_def(name)
+    additions: list[dg.AddDynamicPartitionsRequest] = []
+    if isinstance(definition, dg.DynamicPartitionsDefinition):
+        known = set(context.instance.get_dynamic_partitions(definition.name or ""))
+        new_keys = sorted(set(by_key) - known)
+        if new_keys:
+            additions.append(definition.build_add_request(new_keys))
+    else:
+        known = set(definition.get_partition_keys(dynamic_partitions_store=context.instance))
+        for key in sorted(set(by_key) - known):
+            outside.extend(by_key.pop(key))
+    if outside:
+        context.log.warning(
+            f"{len(outside)} new files lie in no partition folder ({partitions.folder}) of a known partition and are "
+            f"not registered, e.g. {outside[0]}"
+        )
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_key=f"{name}-new-files-{digest}-{key}",
+                asset_selection=list(selection),
+                partition_key=key,
+                tags={_SENSOR_TAG: str(len(found))},
+            )
+            for key, found in sorted(by_key.items())
+        ],
+        cursor=cursor,
+        dynamic_partitions_requests=additions,
+    )

@@ -1,6 +1,10 @@
 """The new-file sensor: a cursor over the source, run keys that make a repeated tick harmless."""
 
+import json
 import os
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -150,3 +154,46 @@ def test_an_empty_source_requests_nothing(tmp_path: Path, order: str) -> None:
     (tmp_path / "space").mkdir()
     found = find_new_files(FileSource(str(tmp_path / "space")), ObjectStore(), None, order)
     assert found.uris == ()
+
+
+@pytest.mark.parametrize("order", ["modified", "key"])
+def test_the_cursor_carries_everything_across_restarts(tmp_path: Path, order: str) -> None:
+    """Each tick in a fresh Python process that knows only the cursor Dagster stored: the files seen before
+    the restart are not requested again, the new ones are, and a quiet source requests nothing."""
+    source = tmp_path / "space"
+    for number in range(1, 4):
+        crew(source / f"day={number}" / f"astronauts.{number}.parquet", number * 10)
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        import dagster as dg
+        from ducklake_assets import build_ducklake_pipeline
+
+        defs = build_ducklake_pipeline(
+            "space", {str(source)!r}, {str(tmp_path / "space.ducklake")!r}, {str(tmp_path / "data")!r},
+            tables=["astronauts"], sensor_order={order!r},
+        )
+        cursor = sys.stdin.read() or None
+        with dg.build_sensor_context(cursor=cursor, definitions=defs) as context:
+            result = defs.resolve_sensor_def("space_new_files").evaluate_tick(context)
+        print(json.dumps({{
+            "new": [int(r.tags["ducklake_assets/new_files"]) for r in result.run_requests],
+            "cursor": result.cursor,
+        }}))
+        """
+    )
+
+    def tick_in_new_process(cursor: str | None) -> dict:
+        done = subprocess.run(
+            [sys.executable, "-c", script], input=cursor or "", capture_output=True, text=True, check=True
+        )
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first = tick_in_new_process(None)
+    time.sleep(0.02)
+    crew(source / "day=4" / "astronauts.4.parquet", 40)
+    crew(source / "day=4" / "astronauts.5.parquet", 50)
+    after_restart = tick_in_new_process(first["cursor"])
+    quiet = tick_in_new_process(after_restart["cursor"])
+
+    assert first["new"] == [3] and after_restart["new"] == [2] and quiet["new"] == []

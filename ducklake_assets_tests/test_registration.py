@@ -2,6 +2,9 @@
 
 import functools
 import http.server
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -614,3 +617,49 @@ def test_a_partitioned_layout_registers_each_file_once_in_one_snapshot_per_run(
     assert query(settings, "SELECT sum(mission_id) FROM missions") == [(sum(range(6)),)]
     paths = query(settings, "SELECT data_file FROM ducklake_list_files('lake', 'astronauts')")
     assert len(paths) == len({path for (path,) in paths}) == 7
+
+
+def test_many_paths_no_glob_fits_cost_no_pandas_import_per_file(tmp_path: Path) -> None:
+    """Where pandas is not installed, a Python list bound as a DuckDB parameter makes DuckDB try to import
+    it twice per element. Registration hands DuckDB its path lists as one value, so the attempts (a few
+    per statement) do not grow with the files: 30 and 120 files, on the straight path and on the one that
+    reads every footer to find a bad file."""
+
+    def attempts(files: int) -> int:
+        root = tmp_path / str(files)
+        for number in range(files):
+            crew(root / "src" / "astronauts" / f"{'abcdefghij'[number % 10]}{number}.parquet", number * 10)
+        (root / "src" / "astronauts" / "zz-broken.parquet").write_bytes(b"not parquet")
+        script = textwrap.dedent(
+            f"""
+            import builtins, sys
+            sys.modules["pandas"] = None  # as where the pandas extra is not installed
+            from ducklake_assets.core.lake import LakeSettings, connect_lake
+            from ducklake_assets.core.registration import register_files
+            from ducklake_assets.core.sources import FileSource, TableNaming
+            from ducklake_assets.core.storage import ObjectStore
+
+            attempts = []
+            real_import = builtins.__import__
+            def counting(name, *args, **kwargs):
+                if name == "pandas":
+                    attempts.append(name)
+                return real_import(name, *args, **kwargs)
+
+            lake = LakeSettings.from_strings({str(root / "lake.ducklake")!r}, {str(root / "data")!r})
+            files = FileSource({str(root / "src")!r}, naming=TableNaming("parent_folder")).list_files(ObjectStore())
+            with connect_lake(lake) as connection:
+                builtins.__import__ = counting
+                result = register_files(connection, lake, files, bad_files="skip")
+                builtins.__import__ = real_import
+                total = connection.execute("SELECT sum(id) FROM astronauts").fetchone()[0]
+            print(len(result.files_added), len(result.skipped), total, len(attempts))
+            """
+        )
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+        added, skipped, total, count = (int(value) for value in done.stdout.split())
+        assert (added, skipped, total) == (files, 1, sum(range(files * 10)))
+        return count
+
+    few, many = attempts(30), attempts(120)
+    assert many - few <= 8, f"{few} pandas import attempts for 30 files, {many} for 120"

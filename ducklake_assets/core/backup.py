@@ -50,7 +50,6 @@ import duckdb
 
 from .catalog import Catalog, DuckDBCatalog, PostgresCatalog, SQLiteCatalog
 from .errors import BackupError, CatalogConnectionError, ConfigurationError, DuckLakeAssetsError, StorageError, redact
-from .extensions import load_extensions
 from .files import catalog_files_sql
 from .lake import (
     LakeSettings,
@@ -338,9 +337,10 @@ def _stage_catalog(
     """
     if not catalog_file_exists(settings.catalog):
         raise BackupError(f"Catalog file of {settings.describe()} does not exist: nothing to back up")
-    connection = new_connection(memory_limit=settings.memory_limit, threads=settings.threads)
+    connection = new_connection(
+        memory_limit=settings.memory_limit, threads=settings.threads, extensions=catalog_extensions(settings.catalog)
+    )
     try:
-        load_extensions(connection, catalog_extensions(settings.catalog))
         attach_catalog_database(connection, settings.catalog, _SOURCE, read_only=True)
         storage = f" (STORAGE_VERSION {quote_literal(storage_version)})" if storage_version else ""
         connection.execute(f"ATTACH {quote_literal(str(target))} AS {quote_identifier(_TARGET)}{storage}")
@@ -384,9 +384,10 @@ def _catalog_state(settings: LakeSettings) -> tuple[int, datetime, str | None] |
     if not catalog_file_exists(settings.catalog):
         raise BackupError(f"Catalog file of {settings.describe()} does not exist: nothing to back up")
     schema = metadata_schema_of(settings)
-    connection = new_connection(memory_limit=settings.memory_limit, threads=settings.threads)
+    connection = new_connection(
+        memory_limit=settings.memory_limit, threads=settings.threads, extensions=catalog_extensions(settings.catalog)
+    )
     try:
-        load_extensions(connection, catalog_extensions(settings.catalog))
         attach_catalog_database(connection, settings.catalog, _SOURCE, read_only=True)
         tables = ducklake_tables(connection, _SOURCE, schema)
         if "ducklake_snapshot" not in tables or "ducklake_metadata" not in tables:

@@ -5,7 +5,7 @@ attached and in use.
 import contextlib
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +13,7 @@ import duckdb
 
 from .catalog import Catalog, DuckDBCatalog, PostgresCatalog, SQLiteCatalog, parse_catalog
 from .errors import CatalogConnectionError, ConfigurationError, ReadOnlyLakeError, redact
-from .extensions import load_extensions
+from .extensions import OFFLINE_CONFIG, load_extensions, open_with_extensions
 from .retry import RetryLogger, RetryPolicy, retry_on_conflict
 from .s3 import S3Settings
 from .sql import OptionValue, option_value, qualified_name, quote_identifier, quote_literal
@@ -104,28 +104,26 @@ class LakeSettings:
         return names
 
 
-OFFLINE_CONFIG: Mapping[str, object] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
-"""DuckDB settings of every connection the library opens: no extension is ever downloaded or loaded implicitly."""
-
-
 def new_connection(
     *,
     memory_limit: str | None = None,
     threads: int | None = None,
     database: str = ":memory:",
     config: Mapping[str, object] | None = None,
+    extensions: Sequence[str] = (),
 ) -> duckdb.DuckDBPyConnection:
-    """A plain DuckDB connection with the resource limits applied.
+    """A DuckDB connection with the resource limits applied and ``extensions`` loaded.
 
     DuckDB's automatic extension download is off (:data:`OFFLINE_CONFIG`): every extension the library
-    needs is loaded from its wheel, so nothing works on a networked laptop that fails offline.
+    needs is loaded from its wheel, so nothing works on a networked laptop that fails offline. Each
+    wheel's signature is checked once per process, not once per connection (:mod:`.extensions`).
     """
     config = {**OFFLINE_CONFIG, **(config or {})}
     if memory_limit:
         config["memory_limit"] = memory_limit
     if threads:
         config["threads"] = threads
-    return duckdb.connect(database, config=config)
+    return open_with_extensions(database, config, extensions)
 
 
 def prepare_connection(connection: duckdb.DuckDBPyConnection, settings: LakeSettings) -> None:
@@ -255,7 +253,11 @@ def connect_lake(
     ``log``. Only the attach repeats: the extensions stay loaded, so waiting is cheap.
     """
     connection = new_connection(
-        memory_limit=settings.memory_limit, threads=settings.threads, database=database, config=config
+        memory_limit=settings.memory_limit,
+        threads=settings.threads,
+        database=database,
+        config=config,
+        extensions=settings.extensions(),
     )
     try:
         try:

@@ -51,7 +51,6 @@ from .errors import (
     StorageError,
     redact,
 )
-from .extensions import load_extensions
 from .files import catalog_files_sql
 from .lake import (
     LakeSettings,
@@ -949,8 +948,7 @@ def _local_or_url(uri: str) -> str:
 
 def _stranger_connection(s3: S3Settings | None, extensions: list[str]) -> duckdb.DuckDBPyConnection:
     """A new DuckDB with no persistent secrets, ``extensions`` loaded and ``s3``'s secret."""
-    connection = new_connection(config={"allow_persistent_secrets": False, "autoinstall_known_extensions": False})
-    load_extensions(connection, extensions)
+    connection = new_connection(config={"allow_persistent_secrets": False}, extensions=extensions)
     if s3 is not None and "httpfs" in extensions:
         s3.create_duckdb_secret(connection, "__ducklake_assets_stranger_s3")
     return connection
@@ -1091,9 +1089,8 @@ def _migrate_if_older(
     When ``legacy_copy`` is given and a migration is needed, the unmigrated copy is kept there.
     ``remote_data`` loads httpfs, which DuckLake wants when the data path is a URL.
     """
-    connection = new_connection()
+    connection = new_connection(extensions=["ducklake", "httpfs"] if remote_data else ["ducklake"])
     try:
-        load_extensions(connection, ["ducklake", "httpfs"] if remote_data else ["ducklake"])
         attach = f"ATTACH {quote_literal('ducklake:' + str(copy))} AS {quote_identifier(_STRANGER_ALIAS)}"
         try:
             connection.execute(f"{attach} (READ_ONLY)")

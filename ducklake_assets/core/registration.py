@@ -30,12 +30,13 @@ from typing import Literal
 import duckdb
 
 from .catalog import DuckDBCatalog
+from .claims import claimed
 from .errors import BadSourceFileError, ConfigurationError, RegistrationError, SchemaDriftError, redact
 from .extensions import load_extension
 from .lake import LakeSettings, is_remote, metadata_database
 from .retry import RetryLogger, RetryPolicy, retry_on_conflict
 from .sources import SourceFile, normalize_uri
-from .sql import qualified_name, quote_identifier, quote_literal
+from .sql import STRING_LIST, qualified_name, quote_identifier, quote_literal, string_list
 from .storage import join_uri
 
 SchemaDrift = Literal["fail", "ignore_extra_columns", "evolve"]
@@ -130,6 +131,7 @@ def register_files(
     progress: Progress | None = None,
     retry: RetryPolicy | None = None,
     log: RetryLogger | None = None,
+    claims: Sequence[str] = (),
 ) -> RegistrationResult:
     """Register every file of ``files`` that the catalog does not know yet, in one snapshot.
 
@@ -143,16 +145,22 @@ def register_files(
 
     With a catalog several processes write (PostgreSQL, SQLite), two registrations racing for the same
     table conflict and the loser starts over (``retry``, warnings to ``log``), so it skips what the
-    winner registered instead of adding it twice.
+    winner registered instead of adding it twice. ``claims`` (e.g. the partition folders the files come
+    from) narrows that on a PostgreSQL catalog: only registrations sharing a claim wait for each other
+    (:mod:`.claims`), so partition runs add to one table side by side.
     """
     check_policies(schema_drift, bad_files)
     unique: dict[str, SourceFile] = {}
     for source_file in files:
         unique.setdefault(normalize_uri(source_file.uri), source_file)
+
+    def attempt() -> RegistrationResult:
+        with claimed(settings, claims) as held:
+            commit = (author, message, extra_info, progress, not held)
+            return _register_new(connection, settings, unique, schema_drift, bad_files, commit)
+
     return retry_on_conflict(
-        lambda: _register_new(
-            connection, settings, unique, schema_drift, bad_files, author, message, extra_info, progress
-        ),
+        attempt,
         policy=retry,
         log=log,
         what=f"Registering source files into {settings.describe()}",
@@ -166,16 +174,17 @@ def _register_new(
     unique: dict[str, SourceFile],
     schema_drift: SchemaDrift,
     bad_files: BadFiles,
-    author: str | None,
-    message: str | None,
-    extra_info: dict[str, str] | None,
-    progress: Progress | None,
+    commit: "_Commit",
 ) -> RegistrationResult:
-    """One attempt: read the new files' footers, then decide and write inside one transaction.
+    """One attempt: hand the new files to DuckLake, reading their footers only when it refuses them.
 
-    Footers are read first, outside the transaction, because a failing read would abort it. Inside, the
-    registered paths are read again after the transaction's snapshot is fixed, so a file another writer
-    registered meanwhile is skipped, and a writer committing later makes this commit conflict.
+    DuckLake itself checks every file against its table (columns, types, readability) while adding it,
+    so the common case, files that fit, reads each footer once, as the raw ``CALL`` would. When DuckLake
+    refuses a file, the transaction is rolled back and the footers are read apart (outside any
+    transaction, since a failing read would abort it) to name every bad file, apply the schema drift
+    policy and add new columns. Inside the transaction, the registered paths are read again after its
+    snapshot is fixed, so a file another writer registered meanwhile is skipped, and a writer committing
+    later makes this commit conflict.
     """
     registered = registered_paths(connection, settings)
     problems = {uri: _GLOB_REASON for uri in unique if uri not in registered and _has_glob_characters(uri)}
@@ -184,6 +193,26 @@ def _register_new(
         load_extension(connection, "httpfs")
     groups = _group_by_table(unique, candidates)
     entries = {key: _globs_or_paths(connection, uris) for key, uris in groups.items()}
+    if not candidates:
+        if problems and bad_files == "fail":
+            raise BadSourceFileError(_bad_files_message(problems, settings))
+        skipped = tuple(SkippedFile(uri, reason) for uri, reason in sorted(problems.items()))
+        return _nothing_added(connection, settings, unique, registered, skipped)
+    if not problems or bad_files == "skip":
+        skipped = tuple(SkippedFile(uri, reason) for uri, reason in sorted(problems.items()))
+        with contextlib.suppress(_Refused):
+            return _transaction(
+                connection,
+                settings,
+                unique,
+                candidates,
+                groups,
+                entries,
+                None,
+                schema_drift,
+                skipped,
+                commit,
+            )
     file_columns, unreadable = _read_columns(connection, candidates, [entry for e in entries.values() for entry in e])
     problems.update(unreadable)
     if problems and bad_files == "fail":
@@ -192,21 +221,65 @@ def _register_new(
     readable = [uri for uri in candidates if uri not in unreadable]
     if not readable:
         return _nothing_added(connection, settings, unique, registered, skipped)
+    if readable != candidates:
+        groups = _group_by_table(unique, readable)
+        entries = {key: _globs_or_paths(connection, uris) for key, uris in groups.items()}
+    return _transaction(
+        connection,
+        settings,
+        unique,
+        readable,
+        groups,
+        entries,
+        file_columns,
+        schema_drift,
+        skipped,
+        commit,
+    )
 
+
+_Commit = tuple[str | None, str | None, "dict[str, str] | None", "Progress | None", bool]
+"""Author, message, extra info, progress callback, and whether to claim the tables (no claims held)."""
+
+
+class _Refused(Exception):
+    """DuckLake refused a file on the first, footer-free attempt; the careful path names why."""
+
+
+def _transaction(
+    connection: duckdb.DuckDBPyConnection,
+    settings: LakeSettings,
+    unique: dict[str, SourceFile],
+    readable: list[str],
+    groups: dict[tuple[str, str], list[str]],
+    entries: dict[tuple[str, str], list[tuple[str, int]]],
+    file_columns: dict[str, list[str]] | None,
+    schema_drift: SchemaDrift,
+    skipped: tuple[SkippedFile, ...],
+    commit: "_Commit",
+) -> RegistrationResult:
+    """Add ``readable`` in one transaction. Without ``file_columns`` (footers not read) nothing is checked
+    beforehand, and a file DuckLake refuses raises :class:`_Refused` after the rollback."""
+    author, message, extra_info, progress, claim_tables = commit
     connection.execute("BEGIN TRANSACTION")
     try:
         connection.execute(f"FROM {quote_identifier(settings.alias)}.current_snapshot()").fetchall()
         registered = registered_paths(connection, settings)
         to_add = [uri for uri in readable if uri not in registered]
-        if to_add != candidates:
+        if to_add != readable:
             groups = _group_by_table(unique, to_add)
             entries = {key: _globs_or_paths(connection, uris) for key, uris in groups.items()}
         if not groups:
             connection.execute("ROLLBACK")
             return _nothing_added(connection, settings, unique, registered, skipped)
-        plans = _plan_tables(connection, settings, unique, groups, entries, file_columns, schema_drift)
+        if file_columns is None:
+            plans = _trusting_plans(connection, settings, unique, groups, entries, schema_drift)
+        else:
+            plans = _plan_tables(connection, settings, unique, groups, entries, file_columns, schema_drift)
         info = json.dumps({**(extra_info or {}), "registration": uuid.uuid4().hex}, sort_keys=True)
-        _write_and_commit(connection, settings, plans, author, message, info, progress)
+        _write_and_commit(
+            connection, settings, plans, author, message, info, progress, file_columns is None, claim_tables
+        )
     except BaseException:
         with contextlib.suppress(duckdb.Error):
             connection.execute("ROLLBACK")
@@ -350,8 +423,8 @@ def _read_columns(
         return {}, {}
     try:
         rows = connection.execute(
-            "SELECT file_name, name, num_children FROM parquet_schema(?) ORDER BY file_name, column_id",
-            [[entry for entry, _ in entries] if entries else list(uris)],
+            f"SELECT file_name, name, num_children FROM parquet_schema({STRING_LIST}) ORDER BY file_name, column_id",
+            [string_list([entry for entry, _ in entries] if entries else uris)],
         ).fetchall()
     except duckdb.Error as error:
         if len(uris) == 1:
@@ -445,6 +518,27 @@ def _plan_tables(
     for plan in plans.values():
         _type_new_columns(connection, plan, file_columns)
     return list(plans.values())
+
+
+def _trusting_plans(
+    connection: duckdb.DuckDBPyConnection,
+    settings: LakeSettings,
+    files: dict[str, SourceFile],
+    groups: dict[tuple[str, str], list[str]],
+    entries: dict[tuple[str, str], list[tuple[str, int]]],
+    schema_drift: SchemaDrift,
+) -> list[_TablePlan]:
+    """Plans for files assumed to fit their tables (DuckLake checks each one as it adds it)."""
+    existing = _lake_tables(connection, settings)
+    plans = []
+    for key, uris in groups.items():
+        found = existing.get(key)
+        first = files[uris[0]]
+        schema, name = (found[0], found[1]) if found else (first.schema, first.table)
+        plan = _TablePlan(schema, name, found is not None, uris, entries[key], [])
+        plan.ignore_extra_columns = schema_drift == "ignore_extra_columns"
+        plans.append(plan)
+    return plans
 
 
 def _apply_drift_policy(plan: _TablePlan, file_columns: dict[str, list[str]], policy: SchemaDrift) -> list[str]:
@@ -607,11 +701,15 @@ def _write_and_commit(
     message: str | None,
     info: str,
     progress: Progress | None,
+    trusting: bool = False,
+    claim_tables: bool = True,
 ) -> None:
+    """Create, alter and fill the planned tables, then commit. ``trusting``: a refused file raises
+    :class:`_Refused` (the caller reads the footers and tries again) instead of failing the call."""
     alias = settings.alias
     total = sum(len(plan.files) for plan in plans)
     done = 0
-    shared_catalog = not isinstance(settings.catalog, DuckDBCatalog)
+    shared_catalog = claim_tables and not isinstance(settings.catalog, DuckDBCatalog)
     current = None
     if progress:
         progress(0, total)
@@ -631,13 +729,15 @@ def _write_and_commit(
             for name, column_type in plan.new_columns:
                 connection.execute(f"ALTER TABLE {table} ADD COLUMN {quote_identifier(name)} {column_type}")
             for entries, count in _call_batches(plan):
-                # One entry goes as a string: a list parameter costs DuckDB a pandas import attempt per element.
+                # Several entries go as one JSON string: a list parameter costs pandas import attempts.
                 connection.execute(
-                    "CALL ducklake_add_data_files(?, ?, ?, schema => ?, ignore_extra_columns => ?, allow_missing => ?)",
+                    "CALL ducklake_add_data_files(?, ?, "
+                    + ("?" if len(entries) == 1 else STRING_LIST)
+                    + ", schema => ?, ignore_extra_columns => ?, allow_missing => ?)",
                     [
                         alias,
                         plan.name,
-                        entries[0] if len(entries) == 1 else entries,
+                        entries[0] if len(entries) == 1 else string_list(entries),
                         plan.schema,
                         plan.ignore_extra_columns,
                         plan.allow_missing,
@@ -653,6 +753,8 @@ def _write_and_commit(
         )
         connection.execute("COMMIT")
     except duckdb.Error as error:
+        if trusting and current is not None:
+            raise _Refused() from None
         reason = redact(_error_text(error), settings.secrets())
         if current is None:
             raise RegistrationError(f"Registering {total} files failed, nothing was registered: {reason}") from None

@@ -42,7 +42,6 @@ from .backup import (
 )
 from .catalog import DuckDBCatalog, PostgresCatalog, SQLiteCatalog
 from .errors import BackupError, DuckLakeAssetsError, RestoreError, StorageError, redact
-from .extensions import load_extensions
 from .files import catalog_files_sql
 from .lake import LakeSettings, attach_lake, connect_lake, format_mismatch, new_connection, prepare_connection
 from .scratch import scratch_folder
@@ -146,9 +145,8 @@ def _read_state(connection: duckdb.DuckDBPyConnection, database: str, schema: st
 def _inspect_target(target: LakeSettings) -> _CatalogState:
     if not catalog_file_exists(target.catalog):
         return _CatalogState(False, None, [])
-    connection = new_connection()
+    connection = new_connection(extensions=catalog_extensions(target.catalog))
     try:
-        load_extensions(connection, catalog_extensions(target.catalog))
         attach_catalog_database(connection, target.catalog, _TARGET, read_only=True)
         connection.execute("BEGIN TRANSACTION")
         return _read_state(connection, _TARGET, metadata_schema_of(target), target.describe())
@@ -360,9 +358,8 @@ def _point_at_data_path(local: Path, manifest: BackupManifest, data_path: str) -
 
 def _migrate_if_older(local: Path, backup_file: str) -> bool:
     """Migrate the private copy of a backup to the running DuckLake format when it is older; say whether it was."""
-    connection = new_connection()
+    connection = new_connection(extensions=["ducklake", "httpfs"])
     try:
-        load_extensions(connection, ["ducklake", "httpfs"])
         attach = f"ATTACH {quote_literal('ducklake:' + str(local))} AS migrated"
         try:
             connection.execute(f"{attach} (READ_ONLY)")
@@ -390,10 +387,11 @@ def _replace_catalog(
 
     A catalog that did not exist is created by DuckLake first, and removed again if the restore fails.
     """
-    connection = new_connection(memory_limit=target.memory_limit, threads=target.threads)
+    connection = new_connection(
+        memory_limit=target.memory_limit, threads=target.threads, extensions=catalog_extensions(target.catalog)
+    )
     failure: Exception | None = None
     try:
-        load_extensions(connection, catalog_extensions(target.catalog))
         connection.execute(f"ATTACH {quote_literal(str(backup_path))} AS {_BACKUP} (READ_ONLY)")
         if not current.exists:
             init = dataclasses.replace(target, alias=_INIT, read_only=False, data_path=data_path, attach_options={})
@@ -472,9 +470,8 @@ def _remove_created_catalog(target: LakeSettings) -> None:
         return
     if isinstance(catalog, PostgresCatalog):
         schema = metadata_schema_of(target)
-        connection = new_connection()
+        connection = new_connection(extensions=catalog_extensions(catalog))
         try:
-            load_extensions(connection, catalog_extensions(catalog))
             attach_catalog_database(connection, catalog, _TARGET, read_only=False)
             connection.execute("BEGIN TRANSACTION")
             for table in ducklake_tables(connection, _TARGET, schema):

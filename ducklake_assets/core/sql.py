@@ -5,7 +5,8 @@ allows it. Where it does not (``ATTACH`` paths, ``CREATE SECRET`` fields, option
 escaped by :func:`quote_literal`. Nothing else in the library builds SQL from user values.
 """
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 
 from .errors import ConfigurationError
 
@@ -60,3 +61,17 @@ def options_clause(options: Mapping[str, OptionValue]) -> str:
             raise ConfigurationError(f"Option name {name!r} must be a plain word like DATA_PATH")
         rendered.append(f"{name.upper()} {option_value(value)}")
     return " (" + ", ".join(rendered) + ")"
+
+
+#: SQL for a list of strings bound as one JSON parameter (see :func:`string_list`).
+STRING_LIST = "from_json(?, '[\"VARCHAR\"]')"
+
+
+def string_list(values: Sequence[str]) -> str:
+    """The parameter for :data:`STRING_LIST`: a list of strings as one JSON text.
+
+    A Python list bound as a DuckDB parameter is converted element by element, and each conversion
+    tries ``import pandas`` twice (thousands of failed imports for a few thousand paths where pandas is
+    not installed); one string is converted once.
+    """
+    return json.dumps(list(values))

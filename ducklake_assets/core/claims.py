@@ -1,0 +1,51 @@
+"""Claims that keep two registrations of the same source files apart without holding back the others.
+
+Two registrations that race to add the same new file must not both add it. By default a registration
+alters the tables it adds to (see :func:`~.registration.register_files`), so on a shared catalog the
+later of two overlapping commits conflicts and starts over, having learnt what the first one added. That
+also serialises registrations of *different* files into one table, which is what partition runs do by
+design. For them the claim is a PostgreSQL advisory lock per partition instead: runs of different
+partitions commit side by side, two runs of one partition take turns, and the second finds the files
+registered.
+"""
+
+import contextlib
+import hashlib
+from collections.abc import Iterator, Sequence
+
+from .catalog import PostgresCatalog
+from .errors import CatalogConnectionError, redact
+from .lake import LakeSettings
+
+
+def claim_id(settings: LakeSettings, name: str) -> int:
+    """A signed 64-bit advisory-lock key for ``name`` in the lake of ``settings`` (its metadata schema)."""
+    digest = hashlib.sha256(f"ducklake_assets\0{settings.metadata_schema or ''}\0{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def claimed(settings: LakeSettings, names: Sequence[str]) -> Iterator[bool]:
+    """Hold an advisory lock on each of ``names`` (waiting for other holders) while the block runs.
+
+    Yields whether claims are held: only for a PostgreSQL catalog and non-empty ``names``; any other
+    catalog yields ``False`` at once (a DuckDB file has one writer; SQLite serialises its writers).
+    The locks belong to a connection of their own, so they end with it even if the process dies.
+    """
+    catalog = settings.catalog
+    if not names or not isinstance(catalog, PostgresCatalog):
+        yield False
+        return
+    import psycopg
+
+    try:
+        connection = psycopg.connect(catalog.conninfo(), password=catalog.password, autocommit=True)
+    except psycopg.Error as error:
+        raise CatalogConnectionError(
+            f"Could not connect to {settings.describe()} to claim the files being registered: "
+            f"{redact(str(error).strip(), settings.secrets())}"
+        ) from None
+    with connection:
+        for key in sorted({claim_id(settings, name) for name in names}):
+            connection.execute("SELECT pg_advisory_lock(%s)", [key])
+        yield True
