@@ -9,6 +9,7 @@ starts when they are all ready. In the same run, into fresh PostgreSQL catalogs 
 
 * fastest raw DuckLake way: one process, one transaction, per table ``CREATE TABLE ... WITH NO DATA`` and
   one ``CALL ducklake_add_data_files`` with a glob over every day folder (the layout known in advance);
+* ours without partitions: one ``register_files`` call over the whole source, in one process;
 * naive: one ``CALL ducklake_add_data_files`` per file (the frozen-lake tooling's script), on
   ``--naive-files`` files, its rate extrapolated (the output says so).
 
@@ -195,16 +196,18 @@ def throughput(work: Path, arguments: argparse.Namespace) -> None:
         f"\nPart 1: {arguments.files:,} files over {arguments.tables} tables in {arguments.partitions} day folders, "
         f"PostgreSQL catalog, {os.cpu_count()} cores"
     )
-    raw_times = []
+    raw_times: list[float] = []
+    single: list[float] = []
     runs: dict[int, list[float]] = {workers: [] for workers in arguments.workers}
     for _ in range(arguments.rounds):
-        dsn = create_database()
-        try:
-            raw_times.append(
-                raw_glob(f"postgres:{dsn}", str(work / f"raw-{secrets.token_hex(3)}"), source, arguments.tables)
-            )
-        finally:
-            drop_database(dsn)
+        for way, times in ((raw_glob, raw_times), (ours_one_call, single)):
+            dsn = create_database()
+            try:
+                data = str(work / f"data-{secrets.token_hex(3)}")
+                extra = (arguments.tables,) if way is raw_glob else ()
+                times.append(way(f"postgres:{dsn}", data, source if extra else str(source), *extra))
+            finally:
+                drop_database(dsn)
         for workers in arguments.workers:
             elapsed, added = partition_runs(work, source, arguments.partitions, workers)
             assert added == arguments.files, (added, arguments.files)
@@ -220,6 +223,11 @@ def throughput(work: Path, arguments: argparse.Namespace) -> None:
     print(
         f"  {'raw glob per table, 1 process':<34} min {min(raw_times):7.2f} s  median {fastest:7.2f} s  "
         f"{arguments.files / fastest:8.0f} files/s"
+    )
+    median = statistics.median(single)
+    print(
+        f"  {'ours, one unpartitioned call':<34} min {min(single):7.2f} s  median {median:7.2f} s  "
+        f"{arguments.files / median:8.0f} files/s  {median / fastest:5.2f}x the raw glob"
     )
     for workers, values in runs.items():
         median = statistics.median(values)

@@ -32,6 +32,7 @@ from .core.errors import ConfigurationError
 from .core.lake import is_remote
 from .core.registration import BadFiles, SchemaDrift
 from .core.sources import DEFAULT_PATTERN, NewFileOrder, TableNameFrom
+from .partitions import SourcePartitions
 from .pipeline import EAGER, automation_condition, build_ducklake_pipeline
 from .resources import PostgresCatalogConfig, S3Resource
 from .translator import AttributesTranslator
@@ -176,6 +177,43 @@ class SensorAttributes(dg.Model, dg.Resolvable):
     ] = "running"
 
 
+PartitionKind = Literal["dynamic", "daily", "static"]
+
+
+class PartitionAttributes(dg.Model, dg.Resolvable):
+    """Register the source one partition (one folder) per run; see ``SourcePartitions``."""
+
+    folder: Annotated[
+        str,
+        _plain("Where a partition's files live below the source, with {partition_key}, e.g. 'day={partition_key}'."),
+    ] = "{partition_key}"
+    kind: Annotated[
+        PartitionKind,
+        _choice(
+            PartitionKind,
+            "'dynamic' (the sensor adds a key per new folder), 'daily' (keys YYYY-MM-DD from start_date to today) or "
+            "'static' (the keys listed).",
+        ),
+    ] = "dynamic"
+    start_date: Annotated[str | None, _plain("With kind: daily, the first day, e.g. '2026-01-01'.")] = None
+    keys: Annotated[list[str] | None, _plain("With kind: static, the partition keys.")] = None
+
+    def partitions(self) -> SourcePartitions:
+        if self.kind == "daily":
+            if not self.start_date:
+                raise ConfigurationError("source.partitions.kind: daily needs source.partitions.start_date")
+            definition: dg.PartitionsDefinition | None = dg.DailyPartitionsDefinition(
+                start_date=self.start_date, end_offset=1
+            )
+        elif self.kind == "static":
+            if not self.keys:
+                raise ConfigurationError("source.partitions.kind: static needs source.partitions.keys")
+            definition = dg.StaticPartitionsDefinition(self.keys)
+        else:
+            definition = None
+        return SourcePartitions(folder=self.folder, definition=definition)
+
+
 class SourceAttributes(dg.Model, dg.Resolvable):
     """Where the Parquet files come from and how they become tables."""
 
@@ -210,6 +248,10 @@ class SourceAttributes(dg.Model, dg.Resolvable):
     sensor: Annotated[
         SensorAttributes, _nested(SensorAttributes, "The sensor that watches the source for new files.", default={})
     ] = Field(default_factory=SensorAttributes)
+    partitions: Annotated[
+        PartitionAttributes | None,
+        _nested(PartitionAttributes, "Register one folder per run (scale-out over runs); leave out for none."),
+    ] = None
 
 
 def _resolve_source(context: dg.ResolutionContext, value: Any) -> SourceAttributes:
@@ -531,6 +573,7 @@ class DuckLakePipelineComponent(dg.Component, dg.Model, dg.Resolvable):
             translator=self.translation.translator() if self.translation else None,
             source_deps=self.source_deps or (),
             lake_writers=self.lake_writers or (),
+            partitions=source.partitions.partitions() if source.partitions else None,
         )
 
     def _catalog(self, root: Path) -> str | PostgresCatalogConfig:

@@ -301,9 +301,18 @@ class _LakeDbIOManager(DbIOManager):
         load_type = self._default_load_type if obj_type is Any and self._default_load_type is not None else obj_type
         self._check_supported_type(load_type)
         upstream = cast(dg.OutputContext, context.upstream_output)
-        table_slice = self._get_table_slice(context, upstream)
         # A pipeline table asset names its table: a translator may have given it any key.
         table_name = (upstream.definition_metadata or {}).get("dagster/table_name")
+        metadata = upstream.definition_metadata or {}
+        if isinstance(table_name, str) and context.has_asset_partitions and "partition_expr" not in metadata:
+            # Registered by reference, one source folder per partition: the files hold no partition
+            # column, so the whole table is read (a downstream asset sees every partition registered).
+            schema, _, table = table_name.rpartition(".")
+            table_slice = TableSlice(
+                table=table, schema=schema or "main", database=self._database, partition_dimensions=[]
+            )
+        else:
+            table_slice = self._get_table_slice(context, upstream)
         if isinstance(table_name, str) and table_name.count(".") == 1:
             schema, table = table_name.split(".")
             table_slice = table_slice._replace(schema=schema, table=table)

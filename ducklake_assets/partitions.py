@@ -30,7 +30,8 @@ class SourcePartitions:
         from ducklake_assets import SourcePartitions
 
         by_day = SourcePartitions(
-            folder="day={partition_key}", definition=dg.DailyPartitionsDefinition(start_date="2026-01-01")
+            folder="day={partition_key}",
+            definition=dg.DailyPartitionsDefinition(start_date="2026-01-01", end_offset=1),
         )
     """
 

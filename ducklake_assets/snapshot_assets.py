@@ -527,6 +527,7 @@ def _partition_requests(
         (outside if key is None else by_key.setdefault(key, [])).append(uri)
     definition = partitions.partitions_def(name)
     additions: list[dg.AddDynamicPartitionsRequest] = []
+    waiting: list[str] = []
     if isinstance(definition, dg.DynamicPartitionsDefinition):
         known = set(context.instance.get_dynamic_partitions(definition.name or ""))
         new_keys = sorted(set(by_key) - known)
@@ -535,12 +536,20 @@ def _partition_requests(
     else:
         known = set(definition.get_partition_keys(dynamic_partitions_store=context.instance))
         for key in sorted(set(by_key) - known):
-            outside.extend(by_key.pop(key))
+            waiting.extend(by_key.pop(key))
     if outside:
         context.log.warning(
-            f"{len(outside)} new files lie in no partition folder ({partitions.folder}) of a known partition and are "
-            f"not registered, e.g. {outside[0]}"
+            f"{len(outside)} new files lie in no partition folder ({partitions.folder}) and are not registered, "
+            f"e.g. {outside[0]}"
         )
+    if waiting:
+        # A folder whose partition does not exist yet (today's, with a daily definition): the cursor stays,
+        # so those files are asked for again once the partition exists; the other runs repeat their run keys.
+        context.log.warning(
+            f"{len(waiting)} new files are in folders that name no partition of the definition yet, e.g. "
+            f"{waiting[0]}: they are requested once the partition exists"
+        )
+        cursor = context.cursor or ""  # run keys still follow what was found, so new files make new runs
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(

@@ -132,6 +132,8 @@ def increment_counter_many_times(catalog_dsn: str, data_path: str) -> None:
             connection=connection,
             log=log,
         )
+        print("ready", flush=True)
+        sys.stdin.readline()  # every worker starts incrementing at once
         for _ in range(COUNTER_INCREMENTS):
             ducklake.run_in_transaction(
                 lambda c: c.execute("UPDATE counters SET n = n + 1 WHERE name = 'runs'"), connection=connection, log=log
@@ -146,7 +148,9 @@ def test_three_processes_updating_one_row_lose_no_increment(pg_database, tmp_pat
         connection.execute("INSERT INTO counters VALUES ('runs', 0)")
 
     workers = [run_worker("increment", pg_database.dsn(), data_path) for _ in range(3)]
-    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
+    before = [wait_until_ready(worker) for worker in workers]
+    start_all(workers)
+    outputs = [said + worker.communicate(timeout=300)[0] for said, worker in zip(before, workers, strict=True)]
     assert [worker.returncode for worker in workers] == [0, 0, 0], outputs
 
     with connect_lake(settings) as connection:
@@ -218,18 +222,22 @@ def hold_catalog(catalog: Path, seconds: float) -> subprocess.Popen:
     return holder
 
 
-def create_catalog_and_table_at(start: float, catalog_dsn: str, data_path: str) -> None:
-    """One worker process: at ``start``, attach a lake that may not exist yet and create a table in it."""
+def create_catalog_and_table_when_told(catalog_dsn: str, data_path: str) -> None:
+    """One worker process: once told (a line on stdin, after every worker said it is ready), attach a lake
+    that may not exist yet and create a table in it."""
     ducklake = DuckLakeResource(catalog=PostgresCatalogConfig(dsn=catalog_dsn), data_path=data_path)
-    time.sleep(max(0.0, start - time.time()))
+    print("ready", flush=True)
+    sys.stdin.readline()
     ducklake.execute_with_retry("CREATE TABLE IF NOT EXISTS visits (n INTEGER)")
     ducklake.execute_with_retry("INSERT INTO visits VALUES (?)", [os.getpid()])
 
 
 def test_processes_creating_a_new_lake_and_table_at_once_all_succeed(pg_database, tmp_path):
     data_path = str(tmp_path / "data")
-    start = time.time() + 8
-    workers = [run_worker("create", str(start), pg_database.dsn(), data_path) for _ in range(4)]
+    workers = [run_worker("create", pg_database.dsn(), data_path) for _ in range(4)]
+    for worker in workers:  # a barrier: every worker has imported everything and built its resource
+        wait_until_ready(worker)
+    start_all(workers)
     outputs = [worker.communicate(timeout=300)[0] for worker in workers]
 
     assert [worker.returncode for worker in workers] == [0, 0, 0, 0], outputs
@@ -241,10 +249,30 @@ def test_processes_creating_a_new_lake_and_table_at_once_all_succeed(pg_database
     assert len(changes) == 2 + 4, "one catalog, one table, four inserts"
 
 
+def wait_until_ready(worker: subprocess.Popen) -> str:
+    """Wait for a worker's "ready" line (a barrier instead of a start time on the clock); returns what it
+    printed before."""
+    assert worker.stdout is not None
+    said = []
+    for line in iter(worker.stdout.readline, ""):
+        if line.strip() == "ready":
+            return "".join(said)
+        said.append(line)
+    raise AssertionError(f"a worker exited before it was ready: {''.join(said)}")
+
+
+def start_all(workers: list[subprocess.Popen]) -> None:
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+
+
 def run_worker(mode: str, *arguments: str) -> subprocess.Popen:
     """This module as a separate Python process (see the bottom of the file)."""
     return subprocess.Popen(
         [sys.executable, "-m", "ducklake_assets_tests.test_concurrent_writers", mode, *arguments],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -255,6 +283,6 @@ def run_worker(mode: str, *arguments: str) -> subprocess.Popen:
 if __name__ == "__main__":
     mode, *arguments = sys.argv[1:]
     if mode == "create":
-        create_catalog_and_table_at(float(arguments[0]), *arguments[1:])
+        create_catalog_and_table_when_told(*arguments)
     else:
         increment_counter_many_times(*arguments)

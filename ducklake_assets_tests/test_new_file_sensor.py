@@ -197,3 +197,26 @@ def test_the_cursor_carries_everything_across_restarts(tmp_path: Path, order: st
     quiet = tick_in_new_process(after_restart["cursor"])
 
     assert first["new"] == [3] and after_restart["new"] == [2] and quiet["new"] == []
+
+
+def test_a_cursor_of_the_previous_release_misses_no_file(tmp_path: Path) -> None:
+    """Cursors without a version rounded times to the microsecond; now they are truncated, so a file one
+    microsecond before such a mark, not seen yet, is still new (and a file seen at the mark is not)."""
+    source = tmp_path / "space"
+    seen = crew(source / "astronauts.p1.parquet")
+    unseen = crew(source / "astronauts.p2.parquet", 10)
+    os.utime(seen, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_001_000))
+    os.utime(unseen, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_400))
+    old_cursor = json.dumps({"modified": "2023-11-14T22:13:20.000001+00:00", "seen_at_mark": [str(seen)]})
+
+    found = find_new_files(FileSource(str(source)), ObjectStore(), old_cursor)
+
+    assert found.uris == (str(unseen),) and json.loads(found.cursor)["version"] == 2
+    assert find_new_files(FileSource(str(source)), ObjectStore(), found.cursor).uris == ()
+
+
+def test_a_source_that_is_one_file_is_not_new_again_in_key_order(tmp_path: Path) -> None:
+    single = crew(tmp_path / "astronauts.p1.parquet")
+    first = find_new_files(FileSource(str(single)), ObjectStore(), None, order="key")
+    assert first.uris == (str(single),)
+    assert find_new_files(FileSource(str(single)), ObjectStore(), first.cursor, order="key").uris == ()

@@ -164,3 +164,25 @@ def test_the_scaffolded_component_and_a_downstream_asset_work_in_a_new_project(t
     assert done.returncode == 0, done.stderr[-3000:]
     assert "RUN_SUCCESS" in done.stderr
     assert "crew_size" in done.stderr
+
+
+def test_the_scale_out_example_runs_one_partition_as_pasted(tmp_path, monkeypatch):
+    import dagster as dg
+
+    from ducklake_assets_tests.parquet_files import crew
+
+    crew(tmp_path / "data" / "events" / "day=2026-11-01" / "clicks.0001.parquet", 0)
+    crew(tmp_path / "data" / "events" / "day=2026-11-02" / "clicks.0001.parquet", 100)
+    defs = run_block('folder="day={partition_key}"', tmp_path, monkeypatch)["defs"]
+    clicks = dg.AssetKey(["events", "clicks"])
+
+    result = dg.materialize(
+        list(defs.assets),
+        resources=defs.resources,
+        partition_key="2026-11-02",
+        selection=[dg.AssetKey(["events", "catalog_snapshot"]), clicks],
+    )
+
+    assert result.success
+    with defs.resources["events_ducklake"].get_connection() as connection:
+        assert connection.execute("SELECT count(*), sum(id) FROM clicks").fetchone() == (10, sum(range(100, 110)))

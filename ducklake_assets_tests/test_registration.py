@@ -152,6 +152,30 @@ def test_the_same_file_in_any_spelling_is_registered_once(tmp_path: Path, lake: 
     ]
 
 
+def test_a_small_batch_into_a_large_catalog_still_knows_every_registered_file(
+    tmp_path: Path, lake: LakeSettings, monkeypatch
+) -> None:
+    """A batch much smaller than the catalog compares only catalog files of the same names (partition
+    runs into a big lake): a registered file in another spelling is still recognised."""
+    monkeypatch.chdir(tmp_path)
+    for number in range(12):
+        crew(tmp_path / "space" / f"astronauts.p{number}.parquet", number * 10)
+    register(lake, FileSource(str(tmp_path / "space")))
+    crew(tmp_path / "space" / "astronauts.new.parquet", 500)
+
+    again = register(
+        lake,
+        [
+            SourceFile("./space//astronauts.p3.parquet", "astronauts"),
+            SourceFile("space/astronauts.new.parquet", "astronauts"),
+        ],
+    )
+
+    assert again.files_added == (str(tmp_path / "space" / "astronauts.new.parquet"),)
+    assert again.already_registered == (str(tmp_path / "space" / "astronauts.p3.parquet"),)
+    assert query(lake, "SELECT count(*), sum(id) FROM astronauts") == [(130, sum(range(120)) + sum(range(500, 510)))]
+
+
 def test_a_file_registered_in_an_older_snapshot_is_not_added_again(tmp_path: Path, lake: LakeSettings) -> None:
     source = tmp_path / "space"
     crew(source / "astronauts.p1.parquet", 0)

@@ -17,6 +17,9 @@ from .catalog import PostgresCatalog
 from .errors import CatalogConnectionError, redact
 from .lake import LakeSettings
 
+MAX_CLAIMS = 64
+"""Above this many partitions in one run the tables are claimed instead (PostgreSQL's lock table is finite)."""
+
 
 def claim_id(settings: LakeSettings, name: str) -> int:
     """A signed 64-bit advisory-lock key for ``name`` in the lake of ``settings`` (its metadata schema)."""
@@ -28,13 +31,13 @@ def claim_id(settings: LakeSettings, name: str) -> int:
 def claimed(settings: LakeSettings, names: Sequence[str]) -> Iterator[bool]:
     """Hold an advisory lock on each of ``names`` (waiting for other holders) while the block runs.
 
-    Yields whether claims are held: only for a PostgreSQL catalog and non-empty ``names``; any other
-    catalog yields ``False`` at once (a DuckDB file has one writer; SQLite serialises its writers).
+    Yields whether claims are held: only for a PostgreSQL catalog and 1 to :data:`MAX_CLAIMS` names; any
+    other catalog yields ``False`` at once (a DuckDB file has one writer; SQLite serialises its writers).
     The locks belong to a connection of their own, so they end with it even if the process dies.
     """
     catalog = settings.catalog
-    if not names or not isinstance(catalog, PostgresCatalog):
-        yield False
+    if not names or not isinstance(catalog, PostgresCatalog) or len(set(names)) > MAX_CLAIMS:
+        yield False  # many partitions in one run (a backfill): claim the tables, not thousands of locks
         return
     import psycopg
 

@@ -102,7 +102,8 @@ def open_with_extensions(
     """``duckdb.connect(database, config=config)`` with the extensions ``names`` loaded, each binary's
     signature checked once per process rather than once per connection (see the module's docstring)."""
     paths = [wheel_extension_path(name) for name in names]
-    fast = bool(names) and "allow_unsigned_extensions" not in config and all(paths)
+    # Every library connection gets the same setting, so two of them can open one database file at once.
+    fast = "allow_unsigned_extensions" not in {key.lower() for key in config} and all(paths)
     connection = duckdb.connect(
         database, config={**config, "allow_unsigned_extensions": True} if fast else dict(config)
     )

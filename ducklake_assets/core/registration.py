@@ -34,7 +34,7 @@ from .claims import claimed
 from .errors import BadSourceFileError, ConfigurationError, RegistrationError, SchemaDriftError, redact
 from .extensions import load_extension
 from .lake import LakeSettings, is_remote, metadata_database
-from .retry import RetryLogger, RetryPolicy, retry_on_conflict
+from .retry import RetryLogger, RetryPolicy, is_write_conflict, retry_on_conflict
 from .sources import SourceFile, normalize_uri
 from .sql import STRING_LIST, qualified_name, quote_identifier, quote_literal, string_list
 from .storage import join_uri
@@ -186,13 +186,13 @@ def _register_new(
     snapshot is fixed, so a file another writer registered meanwhile is skipped, and a writer committing
     later makes this commit conflict.
     """
-    registered = registered_paths(connection, settings)
+    registered = registered_paths(connection, settings, unique)
     problems = {uri: _GLOB_REASON for uri in unique if uri not in registered and _has_glob_characters(uri)}
     candidates = sorted(uri for uri in unique if uri not in registered and uri not in problems)
     if any(is_remote(uri) for uri in candidates):
         load_extension(connection, "httpfs")
     groups = _group_by_table(unique, candidates)
-    entries = {key: _globs_or_paths(connection, uris) for key, uris in groups.items()}
+    entries = _globs_or_paths(connection, groups)
     if not candidates:
         if problems and bad_files == "fail":
             raise BadSourceFileError(_bad_files_message(problems, settings))
@@ -223,7 +223,7 @@ def _register_new(
         return _nothing_added(connection, settings, unique, registered, skipped)
     if readable != candidates:
         groups = _group_by_table(unique, readable)
-        entries = {key: _globs_or_paths(connection, uris) for key, uris in groups.items()}
+        entries = _globs_or_paths(connection, groups)
     return _transaction(
         connection,
         settings,
@@ -264,11 +264,11 @@ def _transaction(
     connection.execute("BEGIN TRANSACTION")
     try:
         connection.execute(f"FROM {quote_identifier(settings.alias)}.current_snapshot()").fetchall()
-        registered = registered_paths(connection, settings)
+        registered = registered_paths(connection, settings, unique)
         to_add = [uri for uri in readable if uri not in registered]
         if to_add != readable:
             groups = _group_by_table(unique, to_add)
-            entries = {key: _globs_or_paths(connection, uris) for key, uris in groups.items()}
+            entries = _globs_or_paths(connection, groups)
         if not groups:
             connection.execute("ROLLBACK")
             return _nothing_added(connection, settings, unique, registered, skipped)
@@ -339,10 +339,22 @@ def _metadata_table(settings: LakeSettings, name: str) -> str:
     return qualified_name(*parts, name)
 
 
-def registered_paths(connection: duckdb.DuckDBPyConnection, settings: LakeSettings) -> set[str]:
+def registered_paths(
+    connection: duckdb.DuckDBPyConnection, settings: LakeSettings, among: Iterable[str] | None = None
+) -> set[str]:
     """Normalised paths of every data file the catalog has ever held (any snapshot, or scheduled for
-    deletion), so that a file registered once is never added again."""
-    return set(_catalog_paths(connection, settings))
+    deletion), so that a file registered once is never added again. With ``among`` (locations), only
+    catalog files with the same file name as one of them are read and compared: a partition run over a
+    lake of 100,000 files then normalises a few paths, not all of them."""
+    names = None
+    if among is not None:
+        among = list(among)
+        (held,) = connection.execute(
+            f"SELECT count(*) FROM {_metadata_table(settings, 'ducklake_data_file')}"
+        ).fetchone()
+        if held > 4 * len(among):  # else reading them all is cheaper than filtering
+            names = sorted({posixpath.basename(uri) for uri in among})
+    return set(_catalog_paths(connection, settings, names=names))
 
 
 def tables_with_source_files(connection: duckdb.DuckDBPyConnection, settings: LakeSettings, schema: str) -> list[str]:
@@ -365,7 +377,11 @@ def tables_with_source_files(connection: duckdb.DuckDBPyConnection, settings: La
 
 
 def _catalog_paths(
-    connection: duckdb.DuckDBPyConnection, settings: LakeSettings, *, begin_snapshot: int | None = None
+    connection: duckdb.DuckDBPyConnection,
+    settings: LakeSettings,
+    *,
+    begin_snapshot: int | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[str]:
     data_file = _metadata_table(settings, "ducklake_data_file")
     table = _metadata_table(settings, "ducklake_table")
@@ -386,12 +402,23 @@ def _catalog_paths(
     if begin_snapshot is not None:
         query += " WHERE f.begin_snapshot = ?"
         parameters.append(begin_snapshot)
+    # A semi-join on the file name (hashed), not list_contains, which would compare every row with every name.
+    by_name = f" WHERE parse_filename(path, false, '/') IN (SELECT unnest({STRING_LIST}))" if names is not None else ""
+    if names is not None:
+        query += by_name.replace(" WHERE", " AND" if begin_snapshot is not None else " WHERE").replace(
+            "(path,", "(f.path,"
+        )
+        parameters.append(string_list(names))
     rows = connection.execute(query, parameters).fetchall()
     data_path = _data_path(connection, settings)
     paths = [_resolve(row, data_path) for row in rows]
     if begin_snapshot is None:
         scheduled = _metadata_table(settings, "ducklake_files_scheduled_for_deletion")
-        for path, relative in connection.execute(f"SELECT path, path_is_relative FROM {scheduled}").fetchall():
+        scheduled_rows = connection.execute(
+            f"SELECT path, path_is_relative FROM {scheduled}{by_name}",
+            [string_list(names)] if names is not None else [],
+        ).fetchall()
+        for path, relative in scheduled_rows:
             paths.append(join_uri(data_path, path) if relative else path)
     return [normalize_uri(path) for path in paths]
 
@@ -753,8 +780,9 @@ def _write_and_commit(
         )
         connection.execute("COMMIT")
     except duckdb.Error as error:
-        if trusting and current is not None:
-            raise _Refused() from None
+        if trusting and current is not None and not isinstance(error, duckdb.InterruptException):
+            if not is_write_conflict(error):
+                raise _Refused() from None
         reason = redact(_error_text(error), settings.secrets())
         if current is None:
             raise RegistrationError(f"Registering {total} files failed, nothing was registered: {reason}") from None
@@ -790,36 +818,79 @@ def _call_batches(plan: _TablePlan) -> list[tuple[list[str], int]]:
     return batches
 
 
-def _globs_or_paths(connection: duckdb.DuckDBPyConnection, uris: list[str]) -> list[tuple[str, int]]:
-    """One glob per folder where a glob names exactly the folder's new files of this table, else paths.
+def _globs_or_paths(
+    connection: duckdb.DuckDBPyConnection, groups: dict[tuple[str, str], list[str]]
+) -> dict[tuple[str, str], list[tuple[str, int]]]:
+    """Per table, the fewest globs that name exactly its new files (paths where no glob does).
 
-    The glob is ``<folder>/<common name prefix>*<common suffix>`` with a dot in the prefix, so under
-    file-name table naming any file it matches belongs to this table. DuckDB's ``glob()`` checks the
-    match set just before the call; a file created in that folder during the few milliseconds between
-    check and call that also matches is registered with the batch (the result, read back from the
-    catalog, lists it).
+    A table's files get one glob across the folders of a partitioned layout, else one per folder:
+    ``<folder>/<common name prefix>*<common suffix>`` (with a dot in the prefix, so under file-name table
+    naming any file it matches belongs to this table), or ``<common folder>/*/.../<prefix>*<suffix>``. A
+    glob is used only if it matches exactly those files: every folder level is listed once by DuckDB's
+    ``glob()`` for all tables together, and each table's glob compared with that listing here. A file
+    created in those folders between this check and the call that also matches is registered with the
+    batch (the result, read back from the catalog, lists it).
     """
-    across = _table_glob(uris)
-    if across is not None:
-        matched = {row[0] for row in connection.execute("SELECT file FROM glob(?)", [across]).fetchall()}
-        if {normalize_uri(path) for path in matched} == set(uris):
-            return [(across, len(uris))]
-    folders: dict[str, list[str]] = {}
-    for uri in uris:
-        folders.setdefault(posixpath.dirname(uri), []).append(uri)
-    entries: list[tuple[str, int]] = []
-    for folder, in_folder in folders.items():
-        pattern = _folder_glob(folder, in_folder)
-        if pattern is not None:
-            matched = {row[0] for row in connection.execute("SELECT file FROM glob(?)", [pattern]).fetchall()}
-            if {normalize_uri(path) for path in matched} == set(in_folder):
-                entries.append((pattern, len(in_folder)))
-                continue
-        entries.extend((uri, 1) for uri in in_folder)
+    listings: dict[tuple[str, int], set[str]] = {}
+
+    def fits(glob: _Glob | None, uris: list[str]) -> bool:
+        if glob is None:
+            return False
+        scope = (glob.folder, glob.depth)
+        if scope not in listings:
+            pattern = glob.folder + "/*" * glob.depth + "/*"
+            rows = connection.execute("SELECT file FROM glob(?)", [pattern]).fetchall()
+            listings[scope] = {normalize_uri(row[0]) for row in rows}
+        match = glob.matcher()
+        return {path for path in listings[scope] if match(path)} == set(uris)
+
+    entries: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    for key, uris in groups.items():
+        across = _table_glob(uris)
+        if fits(across, uris):
+            assert across is not None
+            entries[key] = [(across.text, len(uris))]
+            continue
+        folders: dict[str, list[str]] = {}
+        for uri in uris:
+            folders.setdefault(posixpath.dirname(uri), []).append(uri)
+        found: list[tuple[str, int]] = []
+        for folder, in_folder in folders.items():
+            glob = _folder_glob(folder, in_folder)
+            if glob is not None and fits(glob, in_folder):
+                found.append((glob.text, len(in_folder)))
+            else:
+                found.extend((uri, 1) for uri in in_folder)
+        entries[key] = found
     return entries
 
 
-def _table_glob(uris: list[str]) -> str | None:
+@dataclass(frozen=True)
+class _Glob:
+    """``<folder>/`` + ``*/`` x ``depth`` + ``<prefix>*<suffix>``."""
+
+    folder: str
+    depth: int
+    prefix: str
+    suffix: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.folder}/{'*/' * self.depth}{self.prefix}*{self.suffix}"
+
+    def matcher(self) -> Callable[[str], bool]:
+        """DuckDB's reading of :attr:`text` (``*`` stays within one path segment), as a regex."""
+        pattern = re.compile(
+            re.escape(self.folder + "/")
+            + "[^/]*/" * self.depth
+            + re.escape(self.prefix)
+            + "[^/]*"
+            + re.escape(self.suffix)
+        )
+        return lambda path: pattern.fullmatch(path) is not None
+
+
+def _table_glob(uris: list[str]) -> "_Glob | None":
     """One glob for files spread over folders at one depth below a common folder (a partitioned layout such
     as ``src/day=N/astronauts.K.parquet``): ``<common folder>/*/.../<common name prefix>*<common suffix>``."""
     if len(uris) < 2 or uris[0].startswith(("http://", "https://")):
@@ -842,10 +913,10 @@ def _table_glob(uris: list[str]) -> str | None:
     suffix = os.path.commonprefix([name[len(prefix) :][::-1] for name in names])[::-1]
     if "." not in prefix or not suffix:
         return None
-    return f"{root}/{'*/' * depths.pop()}{prefix}*{suffix}"
+    return _Glob(root, depths.pop(), prefix, suffix)
 
 
-def _folder_glob(folder: str, uris: list[str]) -> str | None:
+def _folder_glob(folder: str, uris: list[str]) -> "_Glob | None":
     if len(uris) < 2 or uris[0].startswith(("http://", "https://")):
         return None
     names = [uri[len(folder) + 1 :] for uri in uris]
@@ -854,7 +925,7 @@ def _folder_glob(folder: str, uris: list[str]) -> str | None:
     suffix = os.path.commonprefix([rest[::-1] for rest in rests])[::-1]
     if "." not in prefix or not suffix:
         return None
-    return f"{folder}/{prefix}*{suffix}"
+    return _Glob(folder, 0, prefix, suffix)
 
 
 def _current_snapshot(connection: duckdb.DuckDBPyConnection, settings: LakeSettings) -> int:

@@ -24,7 +24,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigurationError
 from .lake import is_remote
-from .storage import Entry, ObjectStore, StoredObject, from_micros, glob_match, is_hidden, micros, split_s3_uri
+from .storage import (
+    Entry,
+    ObjectStore,
+    StoredObject,
+    from_micros,
+    glob_match,
+    glob_matcher,
+    is_hidden,
+    micros,
+    split_s3_uri,
+)
 
 DEFAULT_PATTERN = "**/*.parquet"
 TableNameFrom = Literal["file_name", "parent_folder", "regex"]
@@ -45,6 +55,8 @@ def normalize_uri(path: str, base: str | None = None) -> str:
     ``a//b`` and ``a/b`` as two different objects.
     """
     text = path if isinstance(path, str) else ""
+    if _already_normal(text):
+        return text
     if not text.strip():
         raise ConfigurationError("a source file path is empty")
     lowered = text.lower()
@@ -63,6 +75,27 @@ def normalize_uri(path: str, base: str | None = None) -> str:
         local = os.path.join(base if base is not None else os.getcwd(), local)
     normalized = os.path.normpath(local)
     return "/" + normalized.lstrip("/") if normalized.startswith("//") else normalized
+
+
+def _already_normal(text: str) -> bool:
+    """Whether ``text`` is already in :func:`normalize_uri`'s spelling (the common case, checked without
+    parsing: listings and the catalog hand over tens of thousands of such paths)."""
+    if text.startswith("s3://"):
+        return (
+            len(text) > 5
+            and text[5] != "/"
+            and "/" in text[5:]
+            and not any(c in text for c in "?#")
+            and ("//" not in text[5:])
+        )
+    return (
+        text.startswith("/")
+        and not text.startswith("//")
+        and "//" not in text
+        and "/./" not in text
+        and "/../" not in text
+        and not text.endswith(("/", "/.", "/.."))
+    )
 
 
 @dataclass(frozen=True)
@@ -111,7 +144,7 @@ class TableNaming:
     def table_for(self, uri: str, relative: str) -> str:
         """The table ``uri`` belongs to; ``relative`` is its path below the source root."""
         if self.source == "file_name":
-            name = PurePosixPath(uri).name.split(".", 1)[0]
+            name = uri.rsplit("/", 1)[-1].split(".", 1)[0]
         elif self.source == "parent_folder":
             name = PurePosixPath(uri).parent.name
         else:
@@ -155,6 +188,8 @@ class FileSource:
     location: str
     pattern: str = DEFAULT_PATTERN
     naming: TableNaming = field(default_factory=TableNaming)
+    within: str = ""
+    """A folder below the root to list alone (a partition); ``pattern`` and naming still read paths from the root."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.location, str) or not self.location.strip():
@@ -219,12 +254,24 @@ class FileSource:
 
     def scan(self, store: ObjectStore, start_after: str | None = None, sort: bool = True) -> list[Entry]:
         """:meth:`list_objects` as plain tuples (see :meth:`.ObjectStore.scan`)."""
-        return store.scan(self.root, self.pattern, start_after=start_after, skip_hidden=True, sort=sort)
+        if not self.within:
+            return store.scan(self.root, self.pattern, start_after=start_after, skip_hidden=True, sort=sort)
+        entries = store.scan(self.root + "/" + self.within, None, start_after=start_after, skip_hidden=True, sort=sort)
+        match = glob_matcher(self.pattern)
+        return [entry for entry in entries if match(self.relative_path(entry[0]))]
 
     def relative_path(self, uri: str) -> str:
+        """``uri`` below the root; a local listing resolves symbolic links, so the resolved root counts too."""
         if self.kind == "manifest":
             return ""
-        return uri.removeprefix(self.root + "/")
+        for root in (self.root, self._resolved_root):
+            if uri.startswith(root + "/"):
+                return uri[len(root) + 1 :]
+        return uri
+
+    @functools.cached_property
+    def _resolved_root(self) -> str:
+        return self.root if is_remote(self.root) else os.path.realpath(self.root)
 
     def source_file(self, item: StoredObject) -> SourceFile:
         uri = normalize_uri(item.uri)
@@ -334,19 +381,25 @@ def find_new_files(
     if "modified" in state:
         mark = micros(datetime.fromisoformat(state["modified"]))
         seen_at_mark = set(state.get("seen_at_mark", []))
-        found = [entry for entry in entries if entry[2] > mark or (entry[2] == mark and entry[0] not in seen_at_mark)]
+        # A cursor of version 1 rounded float seconds to the microsecond, where now they are truncated: a
+        # file at mark - 1 µs may be one it never saw.
+        low = mark if state.get("version") == 2 else mark - 1
+        found = [entry for entry in entries if entry[2] > mark or (entry[2] >= low and entry[0] not in seen_at_mark)]
     else:
         mark, seen_at_mark, found = None, set(), entries
     if not found:
         return NewFiles((), cursor or json.dumps({}))
     found.sort()
     newest = max(entry[2] for entry in found)
+    if mark is not None and newest < mark:  # only files of a version-1 cursor's rounding window
+        kept = {"version": 2, "modified": state["modified"], "seen_at_mark": sorted(seen_at_mark)}
+        return NewFiles(tuple(entry[0] for entry in found), json.dumps(kept))
     at_newest = {entry[0] for entry in found if entry[2] == newest}
     if newest == mark:
         at_newest |= seen_at_mark
     return NewFiles(
         tuple(entry[0] for entry in found),
-        json.dumps({"modified": from_micros(newest).isoformat(), "seen_at_mark": sorted(at_newest)}),
+        json.dumps({"version": 2, "modified": from_micros(newest).isoformat(), "seen_at_mark": sorted(at_newest)}),
     )
 
 
@@ -386,4 +439,4 @@ class PartitionFolders:
         """The part of ``source`` that partition ``key`` registers."""
         if source.kind == "manifest":
             raise ConfigurationError("a manifest source cannot be partitioned by folder; list one manifest per run")
-        return dataclasses.replace(source, location=source.root + "/" + self.folder(key))
+        return dataclasses.replace(source, within=self.folder(key))

@@ -158,6 +158,8 @@ class ObjectStore:
         if not os.path.exists(root):
             raise NotFoundError(f"Cannot list {prefix}: no such folder")
         if os.path.isfile(root):
+            if (start_after and root <= start_after) or (match is not None and not match(root)):
+                return []
             stat = os.stat(root)
             return [(root, stat.st_size, stat.st_mtime_ns // 1000, None)]
         cut = len(root.rstrip("/")) + 1
