@@ -47,6 +47,34 @@ def pytest_configure(config: pytest.Config) -> None:
     duckdb.connect = _offline_connect
 
 
+_SERVICE_FIXTURES = {
+    "postgres_server",
+    "pg_database",
+    "postgres_lake",
+    "s3_server",
+    "s3_bucket",
+    "s3_settings",
+    "s3_resource",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test gets one marker: ``ui`` (drives Chromium), ``integration`` (uses PostgreSQL or S3 through a
+    fixture, or starts them itself) or ``fast``; ``pytest -m fast`` runs in a few minutes without services."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        parameters = getattr(getattr(item, "callspec", None), "params", {})
+        # A test parametrized over the production matrix fetches its service with request.getfixturevalue.
+        if any(str(value).lower() in ("s3", "postgres", "pg") for value in parameters.values()):
+            fixtures.add("s3_server")
+        if item.path.name == "test_ui_end_to_end.py":
+            item.add_marker(pytest.mark.ui)
+        elif fixtures & _SERVICE_FIXTURES or item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.integration)
+        else:
+            item.add_marker(pytest.mark.fast)
+
+
 @contextlib.contextmanager
 def _fail_if_unavailable(what: str) -> Iterator[None]:
     """Turn a `ServiceError` into a test failure showing just the reason.

@@ -337,3 +337,19 @@ def test_force_in_the_run_config_backs_up_and_publishes_an_unchanged_lake(tmp_pa
     for key, sentence in [(BACKUP, "Write a new backup even when"), (FROZEN, "Publish a new revision even when")]:
         field = graph[key].op.config_schema.config_type.fields["force"]
         assert sentence in field.description and field.default_value is False
+
+
+def test_a_lost_file_and_a_damaged_one_are_both_named_by_the_probe(tmp_path: Path) -> None:
+    """One listing per folder names the lost file, halving the damaged one (no request per file)."""
+    defs = frozen_lake_of_the_catalog(tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(defs, instance=instance).success
+    files = sorted((tmp_path / "lake" / "data").rglob("*.parquet"))
+    lost, damaged = files[0], files[-1]
+    lost.unlink()
+    damaged.write_bytes(b"PAR1 not a parquet file any more PAR1")
+
+    result = run(defs, instance=instance)
+
+    named = " ".join(evaluations(result)["frozen_lake_opens_read_only"].metadata["unreadable_files"].value)
+    assert str(lost) in named and str(damaged) in named

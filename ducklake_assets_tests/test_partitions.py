@@ -270,3 +270,20 @@ def test_a_downstream_asset_reads_a_partitioned_table_whole(tmp_path: Path) -> N
         result = dg.materialize(list(defs.assets), resources=defs.resources, instance=instance, selection=[crew_size])
     assert result.success
     assert seen == {"rows": 40, "ids": sum(range(100, 120)) + sum(range(200, 220))}
+
+
+def test_a_run_gives_up_on_a_partition_another_run_holds_too_long(
+    pg_database: PostgresDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ducklake_assets.core import claims
+    from ducklake_assets.core.errors import RegistrationError
+
+    source = tmp_path / "src"
+    days(source, range(1, 2))
+    lake = LakeSettings.from_strings(f"postgres:{pg_database.dsn()}", str(tmp_path / "data"))
+    day1 = PartitionFolders("day={partition_key}").source(FileSource(str(source)), "1")
+    monkeypatch.setattr(claims, "CLAIM_WAIT_SECONDS", 1)
+    with claimed(lake, ["day=1"]), pytest.raises(RegistrationError, match="registering 'day=1'") as refused:
+        _register(lake, day1, ["day=1"])
+    assert "nothing was registered" in str(refused.value)
+    assert _register(lake, day1, ["day=1"]).files_added != ()

@@ -14,8 +14,11 @@ import hashlib
 from collections.abc import Iterator, Sequence
 
 from .catalog import PostgresCatalog
-from .errors import CatalogConnectionError, redact
+from .errors import CatalogConnectionError, RegistrationError, redact
 from .lake import LakeSettings
+
+CLAIM_WAIT_SECONDS = 1800
+"""How long a registration waits for another run of the same partition before giving up."""
 
 MAX_CLAIMS = 64
 """Above this many partitions in one run the tables are claimed instead (PostgreSQL's lock table is finite)."""
@@ -49,6 +52,13 @@ def claimed(settings: LakeSettings, names: Sequence[str]) -> Iterator[bool]:
             f"{redact(str(error).strip(), settings.secrets())}"
         ) from None
     with connection:
-        for key in sorted({claim_id(settings, name) for name in names}):
-            connection.execute("SELECT pg_advisory_lock(%s)", [key])
+        connection.execute("SELECT set_config('lock_timeout', %s, false)", [f"{CLAIM_WAIT_SECONDS}s"])
+        for key, name in sorted({claim_id(settings, name): name for name in names}.items()):
+            try:
+                connection.execute("SELECT pg_advisory_lock(%s)", [key])
+            except psycopg.errors.LockNotAvailable:
+                raise RegistrationError(
+                    f"Another run has been registering {name!r} into {settings.describe()} for {CLAIM_WAIT_SECONDS} s, "
+                    "so nothing was registered: look for a stuck run of that partition and stop it"
+                ) from None
         yield True

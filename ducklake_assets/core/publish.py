@@ -862,7 +862,7 @@ def verify_as_stranger(
         revision = _read_revision(connection)
         expected = sorted({table_key(name) for name in expected_tables})
         missing = tuple(name for name in expected if name not in contents.tables)
-        unreadable = _unreadable_files(connection, contents.tables) if probe_files else ()
+        unreadable = _unreadable_files(connection, contents.tables, ObjectStore(s3)) if probe_files else ()
         return StrangerReport(
             url=url,
             snapshot_id=contents.snapshot_id,
@@ -1158,8 +1158,14 @@ def _read_revision(connection: duckdb.DuckDBPyConnection) -> int | None:
         return None
 
 
-def _unreadable_files(connection: duckdb.DuckDBPyConnection, tables: dict[str, int]) -> list[str]:
-    """Data and delete files of the current snapshot that cannot be opened from this connection."""
+def _unreadable_files(
+    connection: duckdb.DuckDBPyConnection, tables: dict[str, int], store: ObjectStore | None = None
+) -> list[str]:
+    """Data and delete files of the current snapshot that cannot be opened from this connection.
+
+    One pass opens every footer. Only when that fails are the culprits looked for: missing files with one
+    listing per folder (``store``; not for web URLs), then the rest in halves, never one request per file.
+    """
     files: list[str] = []
     for name in tables:
         schema, table = name.split(".", 1)
@@ -1170,18 +1176,39 @@ def _unreadable_files(connection: duckdb.DuckDBPyConnection, tables: dict[str, i
         files.extend(path for row in rows for path in row if path)
     if not files:
         return []
+    if _opens(connection, files):
+        return []
+    missing: list[str] = []
+    listable = [path for path in files if not path.lower().startswith(("http://", "https://"))]
+    if store is not None and listable:
+        try:
+            present = list_many(store, {path.rsplit("/", 1)[0] for path in listable})
+        except StorageError:
+            present = None
+        if present is not None:  # a local listing resolves symbolic links; compare resolved paths
+            missing = [
+                path for path in listable if (path if is_remote(path) else os.path.realpath(path)) not in present
+            ]
+    gone = set(missing)
+    return missing + _unopenable(connection, [path for path in files if path not in gone])
+
+
+def _opens(connection: duckdb.DuckDBPyConnection, files: list[str]) -> bool:
     try:
         connection.execute(f"SELECT count(*) FROM parquet_file_metadata({_list_literal(files)})").fetchone()
-        return []
+        return True
     except duckdb.Error:
-        pass
-    unreadable = []
-    for path in files:
-        try:
-            connection.execute("SELECT count(*) FROM parquet_file_metadata(?)", [path]).fetchone()
-        except duckdb.Error:
-            unreadable.append(path)
-    return unreadable
+        return False
+
+
+def _unopenable(connection: duckdb.DuckDBPyConnection, files: list[str]) -> list[str]:
+    """The files among ``files`` whose footer cannot be read, found by halving (a few passes for a few bad files)."""
+    if not files or _opens(connection, files):
+        return []
+    if len(files) == 1:
+        return files
+    middle = len(files) // 2
+    return _unopenable(connection, files[:middle]) + _unopenable(connection, files[middle:])
 
 
 def _list_literal(values: list[str]) -> str:

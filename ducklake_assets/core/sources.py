@@ -252,11 +252,18 @@ class FileSource:
             for uri, size, modified, etag in self.scan(store, start_after=start_after)
         ]
 
-    def scan(self, store: ObjectStore, start_after: str | None = None, sort: bool = True) -> list[Entry]:
+    def scan(
+        self,
+        store: ObjectStore,
+        start_after: str | None = None,
+        sort: bool = True,
+        modified_since: int | None = None,
+    ) -> list[Entry]:
         """:meth:`list_objects` as plain tuples (see :meth:`.ObjectStore.scan`)."""
+        options = {"start_after": start_after, "skip_hidden": True, "sort": sort, "modified_since": modified_since}
         if not self.within:
-            return store.scan(self.root, self.pattern, start_after=start_after, skip_hidden=True, sort=sort)
-        entries = store.scan(self.root + "/" + self.within, None, start_after=start_after, skip_hidden=True, sort=sort)
+            return store.scan(self.root, self.pattern, **options)  # type: ignore[arg-type]
+        entries = store.scan(self.root + "/" + self.within, None, **options)  # type: ignore[arg-type]
         match = glob_matcher(self.pattern)
         return [entry for entry in entries if match(self.relative_path(entry[0]))]
 
@@ -376,17 +383,18 @@ def find_new_files(
         return NewFiles(tuple(entry[0] for entry in after), json.dumps({"after": after[-1][0]}))
     if order != "modified":
         raise ConfigurationError(f"new-file order must be 'modified' or 'key', got {order!r}")
-    # Plain tuples and integer times: a tick over 100,000 files does little more per file than the listing.
-    entries = source.scan(store, sort=False)
+    # Integer times compared while listing: a tick over 100,000 files does little more per file than a
+    # bare listing, and keeps only the files at or after the cursor's time.
     if "modified" in state:
         mark = micros(datetime.fromisoformat(state["modified"]))
         seen_at_mark = set(state.get("seen_at_mark", []))
         # A cursor of version 1 rounded float seconds to the microsecond, where now they are truncated: a
         # file at mark - 1 µs may be one it never saw.
         low = mark if state.get("version") == 2 else mark - 1
-        found = [entry for entry in entries if entry[2] > mark or (entry[2] >= low and entry[0] not in seen_at_mark)]
+        recent = source.scan(store, sort=False, modified_since=low)
+        found = [entry for entry in recent if entry[2] > mark or entry[0] not in seen_at_mark]
     else:
-        mark, seen_at_mark, found = None, set(), entries
+        mark, seen_at_mark, found = None, set(), source.scan(store, sort=False)
     if not found:
         return NewFiles((), cursor or json.dumps({}))
     found.sort()

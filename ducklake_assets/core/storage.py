@@ -129,6 +129,7 @@ class ObjectStore:
         start_after: str | None = None,
         skip_hidden: bool = False,
         sort: bool = True,
+        modified_since: int | None = None,
     ) -> list[Entry]:
         """Like :meth:`list_prefix`, as plain :data:`Entry` tuples: the listing with as little Python per
         file as it allows (a sensor tick over 100,000 files is mostly this).
@@ -136,6 +137,7 @@ class ObjectStore:
         ``skip_hidden`` leaves out files and folders below ``prefix`` whose name starts with ``.`` or
         ``_``; locally such folders are not even read. Locally a folder whose every path sorts at or
         before ``start_after`` is not read either, and no file at or before it is stat-ed.
+        ``modified_since`` (microseconds since the epoch) leaves out files modified before it.
         """
         match = glob_matcher(pattern) if pattern else None
         if is_remote(prefix):
@@ -145,15 +147,26 @@ class ObjectStore:
                 entries = [entry for entry in entries if not is_hidden(entry[0][cut:])]
             if match is not None:
                 entries = [entry for entry in entries if match(entry[0][cut:])]
+            if modified_since is not None:
+                entries = [entry for entry in entries if entry[2] >= modified_since]
         else:
-            entries = self._scan_local(prefix, start_after, skip_hidden, match)
+            entries = self._scan_local(prefix, start_after, skip_hidden, pattern, modified_since)
         if sort:
             entries.sort()
         return entries
 
     def _scan_local(
-        self, prefix: str, start_after: str | None, skip_hidden: bool, match: Callable[[str], bool] | None
+        self,
+        prefix: str,
+        start_after: str | None,
+        skip_hidden: bool,
+        pattern: str | None,
+        modified_since: int | None,
     ) -> list[Entry]:
+        match = glob_matcher(pattern) if pattern else None
+        # ``*.parquet``-like patterns are a suffix test on the whole path: no slicing per file.
+        suffix = glob_suffix(pattern) if pattern else None
+        since_ns = -1 if modified_since is None else modified_since * 1000
         root = str(Path(prefix).expanduser().resolve())
         if not os.path.exists(root):
             raise NotFoundError(f"Cannot list {prefix}: no such folder")
@@ -161,7 +174,7 @@ class ObjectStore:
             if (start_after and root <= start_after) or (match is not None and not match(root)):
                 return []
             stat = os.stat(root)
-            return [(root, stat.st_size, stat.st_mtime_ns // 1000, None)]
+            return [(root, stat.st_size, stat.st_mtime_ns // 1000, None)] if stat.st_mtime_ns >= since_ns else []
         cut = len(root.rstrip("/")) + 1
         found: list[Entry] = []
         folders = [root]
@@ -181,13 +194,19 @@ class ObjectStore:
                         if not entry.is_symlink() and not (start_after and _sorts_before(path + "/", start_after)):
                             folders.append(path)
                         continue
-                    if (start_after and path <= start_after) or (match is not None and not match(path[cut:])):
+                    if start_after and path <= start_after:
+                        continue
+                    if suffix is not None:
+                        if not path.endswith(suffix):
+                            continue
+                    elif match is not None and not match(path[cut:]):
                         continue
                     try:
                         stat = entry.stat()
                     except FileNotFoundError:
                         continue
-                    found.append((path, stat.st_size, stat.st_mtime_ns // 1000, None))
+                    if stat.st_mtime_ns >= since_ns:
+                        found.append((path, stat.st_size, stat.st_mtime_ns // 1000, None))
         return found
 
     def _scan_s3(self, prefix: str, start_after: str | None) -> list[Entry]:
@@ -495,13 +514,22 @@ def is_hidden(relative: str) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def glob_matcher(pattern: str) -> Callable[[str], bool]:
-    """:func:`glob_match` for one pattern, compiled once. ``*`` matches across ``/`` (as in fnmatch), so
-    ``**/*.parquet`` and ``*.parquet`` both mean "ends with ``.parquet``", tested as such."""
+def glob_suffix(pattern: str) -> str | None:
+    """The suffix a pattern amounts to, if it is one: ``*`` matches across ``/`` (as in fnmatch), so
+    ``**/*.parquet`` and ``*.parquet`` both mean "ends with ``.parquet``"."""
     for lead in ("**/*", "*"):
         rest = pattern.removeprefix(lead)
         if pattern.startswith(lead) and rest and not any(character in rest for character in "*?[]"):
-            return lambda relative: relative.endswith(rest)
+            return rest
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def glob_matcher(pattern: str) -> Callable[[str], bool]:
+    """:func:`glob_match` for one pattern, compiled once (a suffix test where :func:`glob_suffix` finds one)."""
+    rest = glob_suffix(pattern)
+    if rest is not None:
+        return lambda relative: relative.endswith(rest)
     whole = re.compile(fnmatch.translate(pattern)).match
     if not pattern.startswith("**/"):
         return lambda relative: whole(relative) is not None
