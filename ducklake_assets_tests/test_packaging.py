@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import ducklake_assets
@@ -51,3 +52,38 @@ def test_the_code_is_lint_clean_and_formatted() -> None:
         [sys.executable, "-m", "ruff", "format", "--check", *folders], cwd=root, capture_output=True, text=True
     )
     assert formatted.returncode == 0, formatted.stdout
+
+
+def test_a_local_lake_needs_neither_boto3_nor_psycopg_and_their_absence_is_explained(tmp_path) -> None:
+    """The demo pipeline runs in a process where boto3, botocore and psycopg cannot be imported (as after
+    a plain ``pip install ducklake-assets``); asking for a PostgreSQL catalog or S3 there names the extra."""
+    script = textwrap.dedent(
+        """
+        import sys
+        for name in ("boto3", "botocore", "psycopg"):
+            sys.modules[name] = None
+        import dagster as dg
+        from ducklake_assets.demo import build_demo
+        from ducklake_assets.core.catalog import parse_catalog
+        from ducklake_assets.core.s3 import S3Settings
+
+        from pathlib import Path
+        defs = build_demo(Path(sys.argv[1]))
+        result = dg.materialize(list(defs.assets), resources=defs.resources)
+        print("demo", result.success)
+        for attempt in (lambda: parse_catalog("postgres:dbname=lake"), lambda: S3Settings().boto3_client()):
+            try:
+                attempt()
+            except Exception as error:
+                print(type(error).__name__, error)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "demo")], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert "demo True" in lines
+    missing = "which is not installed: pip install 'ducklake-assets"
+    assert f"ConfigurationError A PostgreSQL catalog needs the Python package 'psycopg', {missing}[postgres]'" in lines
+    assert f"ConfigurationError S3 needs the Python package 'boto3', {missing}[s3]'" in lines

@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import psycopg.conninfo
-
 from .errors import ConfigurationError
+from .optional import require
 
 CatalogKind = Literal["duckdb", "sqlite", "postgres"]
 
@@ -66,8 +65,10 @@ class PostgresCatalog:
     @classmethod
     def from_dsn(cls, dsn: str, password: str | None = None) -> "PostgresCatalog":
         """Build from a libpq keyword DSN or a ``postgresql://`` URL; ``password`` overrides the DSN's."""
+        conninfo = require("psycopg.conninfo", "A PostgreSQL catalog")
+        psycopg = require("psycopg", "A PostgreSQL catalog")
         try:
-            parsed = psycopg.conninfo.conninfo_to_dict(dsn)
+            parsed = conninfo.conninfo_to_dict(dsn)
         except psycopg.ProgrammingError as error:
             raise ConfigurationError(
                 "PostgreSQL catalog DSN is not a valid libpq connection string or postgresql:// URL"

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from .catalog import PostgresCatalog
 from .errors import CatalogConnectionError, RegistrationError, redact
 from .lake import LakeSettings
+from .optional import require
 
 CLAIM_WAIT_SECONDS = 1800
 """How long a registration waits for another run of the same partition before giving up."""
@@ -42,8 +43,7 @@ def claimed(settings: LakeSettings, names: Sequence[str]) -> Iterator[bool]:
     if not names or not isinstance(catalog, PostgresCatalog) or len(set(names)) > MAX_CLAIMS:
         yield False  # many partitions in one run (a backfill): claim the tables, not thousands of locks
         return
-    import psycopg
-
+    psycopg = require("psycopg", "Claiming partitions on a PostgreSQL catalog")
     try:
         connection = psycopg.connect(catalog.conninfo(), password=catalog.password, autocommit=True)
     except psycopg.Error as error:

@@ -5,6 +5,7 @@ from urllib.parse import urlsplit
 
 import duckdb
 
+from .optional import require
 from .sql import quote_identifier, quote_literal
 
 
@@ -39,8 +40,8 @@ class S3Settings:
 
     def boto3_client(self):
         """A boto3 S3 client for these settings."""
-        import boto3
-        from botocore.config import Config
+        boto3 = require("boto3", "S3")
+        Config = require("botocore.config", "S3").Config  # noqa: N806
 
         style = "path" if self.path_style else "virtual" if self.virtual_style else "auto"
         config = Config(s3={"addressing_style": style})

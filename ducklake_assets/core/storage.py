@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from .errors import AlreadyExistsError, ChangedError, NotFoundError, StorageError
 from .lake import is_remote
+from .optional import require
 from .s3 import S3Settings
 from .scratch import is_abandoned, temp_name
 
@@ -80,8 +81,10 @@ class ObjectStore:
         return self._client
 
     def _s3_call(self, uri: str, action: str, call: Callable[[], T]) -> T:
-        from boto3.exceptions import RetriesExceededError, S3UploadFailedError
-        from botocore.exceptions import BotoCoreError, ClientError
+        boto3_errors = require("boto3.exceptions", "S3")
+        botocore_errors = require("botocore.exceptions", "S3")
+        RetriesExceededError, S3UploadFailedError = boto3_errors.RetriesExceededError, boto3_errors.S3UploadFailedError  # noqa: N806
+        BotoCoreError, ClientError = botocore_errors.BotoCoreError, botocore_errors.ClientError  # noqa: N806
 
         try:
             return call()
@@ -474,7 +477,7 @@ class _PreconditionFailed(Exception):
 def _raise_precondition(call: Callable[[], object]) -> object:
     """Run an S3 call, turning a failed condition (412, or 409 for a concurrent conditional write) into
     :class:`_PreconditionFailed`."""
-    from botocore.exceptions import ClientError
+    ClientError = require("botocore.exceptions", "S3").ClientError  # noqa: N806
 
     try:
         return call()

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .errors import StorageError
 from .lake import is_remote
+from .optional import require
 from .scratch import temp_name
 from .storage import ObjectStore, StoredObject, split_s3_uri
 
@@ -91,8 +92,7 @@ def part_size_for(size: int) -> int:
 
 def transfer_config():
     """boto3's managed transfer settings for every copy, matching :func:`file_etag`."""
-    from boto3.s3.transfer import TransferConfig
-
+    TransferConfig = require("boto3.s3.transfer", "S3").TransferConfig  # noqa: N806
     return TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE, max_concurrency=4)
 
 
