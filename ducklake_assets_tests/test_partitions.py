@@ -30,14 +30,17 @@ def days(source: Path, numbers: range) -> None:
         crew(source / f"day={day}" / f"astronauts.{day}.b.parquet", day * 100 + 10)
 
 
-def pipeline(source: Path, tmp_path: Path, catalog: str | None = None) -> dg.Definitions:
+def pipeline(
+    source: Path, tmp_path: Path, catalog: str | None = None, partitions: SourcePartitions = BY_DAY, **options
+) -> dg.Definitions:
     return build_ducklake_pipeline(
         "space",
         str(source),
         catalog or str(tmp_path / "space.ducklake"),
         str(tmp_path / "data"),
         tables=["astronauts"],
-        partitions=BY_DAY,
+        partitions=partitions,
+        **options,
     )
 
 
@@ -102,14 +105,7 @@ def test_a_fixed_partitions_definition_ignores_folders_it_does_not_name(tmp_path
     source = tmp_path / "src"
     days(source, range(1, 4))
     partitions = SourcePartitions(folder="day={partition_key}", definition=dg.StaticPartitionsDefinition(["1", "2"]))
-    defs = build_ducklake_pipeline(
-        "space",
-        str(source),
-        str(tmp_path / "space.ducklake"),
-        str(tmp_path / "data"),
-        tables=["astronauts"],
-        partitions=partitions,
-    )
+    defs = pipeline(source, tmp_path, partitions=partitions)
     sensor = defs.resolve_sensor_def("space_new_files")
     with dg.instance_for_test() as instance, dg.build_sensor_context(instance=instance, definitions=defs) as context:
         result = sensor(context)
@@ -200,14 +196,7 @@ def test_files_of_a_day_without_its_partition_yet_are_asked_for_once_it_exists(t
     source = tmp_path / "src"
     days(source, range(1, 3))
     partitions = SourcePartitions(folder="day={partition_key}", definition=dg.StaticPartitionsDefinition(["1"]))
-    defs = build_ducklake_pipeline(
-        "space",
-        str(source),
-        str(tmp_path / "space.ducklake"),
-        str(tmp_path / "data"),
-        tables=["astronauts"],
-        partitions=partitions,
-    )
+    defs = pipeline(source, tmp_path, partitions=partitions)
     sensor = defs.resolve_sensor_def("space_new_files")
     with dg.instance_for_test() as instance, dg.build_sensor_context(instance=instance, definitions=defs) as context:
         first = sensor(context)
@@ -215,14 +204,7 @@ def test_files_of_a_day_without_its_partition_yet_are_asked_for_once_it_exists(t
     assert first.cursor == ""  # day=2 waits: nothing is marked seen
 
     later = SourcePartitions(folder="day={partition_key}", definition=dg.StaticPartitionsDefinition(["1", "2"]))
-    defs = build_ducklake_pipeline(
-        "space",
-        str(source),
-        str(tmp_path / "space.ducklake"),
-        str(tmp_path / "data"),
-        tables=["astronauts"],
-        partitions=later,
-    )
+    defs = pipeline(source, tmp_path, partitions=later)
     sensor = defs.resolve_sensor_def("space_new_files")
     with (
         dg.instance_for_test() as instance,
@@ -236,15 +218,7 @@ def test_files_of_a_day_without_its_partition_yet_are_asked_for_once_it_exists(t
 def test_a_partition_run_reads_the_pattern_and_table_names_from_the_source_root(tmp_path: Path) -> None:
     source = tmp_path / "src"
     days(source, range(1, 3))
-    defs = build_ducklake_pipeline(
-        "space",
-        str(source),
-        str(tmp_path / "space.ducklake"),
-        str(tmp_path / "data"),
-        tables=["astronauts"],
-        pattern="day=*/astronauts.*.parquet",
-        partitions=BY_DAY,
-    )
+    defs = pipeline(source, tmp_path, pattern="day=*/astronauts.*.parquet")
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("space_partitions", ["1", "2"])
         assert run_partition(defs, instance, "2")["files_added"] == 2
