@@ -18,6 +18,7 @@ Goal: ours within 1.1x of the raw glob on every layout, size and store.
 
     python benchmarks/register_files.py                          # 2,000 and 20,000 files local, 2,000 on S3
     python benchmarks/register_files.py --files 2000 --s3-files 2000 20000 --rounds 1
+    python benchmarks/register_files.py --files --s3-files 20000 --layouts per-day --rounds 1
 """
 
 import argparse
@@ -197,7 +198,9 @@ def main() -> None:
     parser.add_argument("--per-day", type=int, default=200, help="files per day folder in the partitioned layout")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--naive-files", type=int, default=200)
+    parser.add_argument("--layouts", nargs="*", choices=["flat", "per-day"], default=["flat", "per-day"])
     arguments = parser.parse_args()
+    layouts = [layout == "per-day" for layout in arguments.layouts]
     print(f"duckdb {duckdb.__version__}; {arguments.rounds} rounds, interleaved; {os.cpu_count()} cores")
     # Each extension's signature is checked once per process: do it before the clock runs for anyone.
     from ducklake_assets.core.lake import new_connection
@@ -206,7 +209,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="register-files-") as folder:
         work = Path(folder)
         for files in arguments.files:
-            for partitioned in (False, True):
+            for partitioned in layouts:
                 layout = "partitioned (day=N/)" if partitioned else "flat"
                 root = work / f"{files}-{layout[:4]}" / "src"
                 names = write_files(root, files, arguments.tables, partitioned, arguments.per_day)
@@ -216,7 +219,7 @@ def main() -> None:
             server, s3 = s3_endpoint()
             try:
                 for files in arguments.s3_files:
-                    for partitioned in (False, True):
+                    for partitioned in layouts:
                         layout = "partitioned (day=N/)" if partitioned else "flat"
                         root = work / f"s3-{files}-{layout[:4]}" / "src"
                         names = write_files(root, files, arguments.tables, partitioned, arguments.per_day)

@@ -76,17 +76,14 @@ def drop_database(dsn: str) -> None:
 
 
 def pipeline(source: str, catalog: str, data: str):
-    from ducklake_assets import SourcePartitions, build_ducklake_pipeline
+    from ducklake_assets import SourceOptions, SourcePartitions, build_ducklake_pipeline
 
     return build_ducklake_pipeline(
         "bench",
-        source,
+        SourceOptions(uri=source, partitions=SourcePartitions(folder="day={partition_key}")),
         catalog,
         data,
         tables=[f"table{table}" for table in range(TABLES)],
-        partitions=SourcePartitions(folder="day={partition_key}"),
-        backup_automation=None,
-        publish_automation=None,
     )
 
 

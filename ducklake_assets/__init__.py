@@ -84,6 +84,12 @@ if TYPE_CHECKING:
     from .core.storage import ObjectStore as ObjectStore
     from .io_manager import DuckLakeIOManager as DuckLakeIOManager
     from .maintenance_assets import build_maintenance_definitions as build_maintenance_definitions
+    from .options import BackupOptions as BackupOptions
+    from .options import CheckOptions as CheckOptions
+    from .options import PublishOptions as PublishOptions
+    from .options import ScheduleOptions as ScheduleOptions
+    from .options import SensorOptions as SensorOptions
+    from .options import SourceOptions as SourceOptions
     from .partitions import SourcePartitions as SourcePartitions
     from .pipeline import build_ducklake_pipeline as build_ducklake_pipeline
     from .publish_assets import build_publish_definitions as build_publish_definitions
@@ -184,6 +190,12 @@ _EXPORTS: dict[str, str] = {
     "S3Resource": ".resources",
     "SQLiteCatalogConfig": ".resources",
     "SourcePartitions": ".partitions",
+    "BackupOptions": ".options",
+    "CheckOptions": ".options",
+    "PublishOptions": ".options",
+    "ScheduleOptions": ".options",
+    "SensorOptions": ".options",
+    "SourceOptions": ".options",
     "catalog_snapshot_asset": ".snapshot_assets",
     "new_file_sensor": ".snapshot_assets",
     "registration_assets": ".snapshot_assets",
@@ -274,6 +286,12 @@ __all__ = [
     "SnapshotSummary",
     "SourceFile",
     "SourcePartitions",
+    "BackupOptions",
+    "CheckOptions",
+    "PublishOptions",
+    "ScheduleOptions",
+    "SensorOptions",
+    "SourceOptions",
     "SQLCommand",
     "SQLCommandError",
     "SQLiteCatalog",

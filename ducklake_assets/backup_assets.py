@@ -24,7 +24,7 @@ from .core.errors import ConfigurationError, DuckLakeAssetsError
 from .core.lake import LakeSettings
 from .core.restore import RestoreResult, restore_backup
 from .core.storage import ObjectStore, join_uri
-from .metadata import markdown_table
+from .metadata import Metadata, markdown_table
 from .resources import lake_and_store
 
 _LISTED_FILES = 50
@@ -66,9 +66,9 @@ class RestoreCatalogConfig(dg.Config):
     )
 
 
-def _backup_metadata(result: BackupResult) -> dict[str, object]:
+def _backup_metadata(result: BackupResult) -> Metadata:
     manifest = result.manifest
-    metadata: dict[str, object] = {
+    metadata: Metadata = {
         "up_to_date": result.up_to_date,
         "mode": manifest.mode,
         "ducklake_format": manifest.ducklake_version,
@@ -232,8 +232,12 @@ def _row_counts_of_latest(
     return {name: metadata[name] for name in ("tables", "dagster/row_count") if name in metadata}
 
 
-def _result(key: dg.AssetCheckKey, **kwargs) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(asset_key=key.asset_key, check_name=key.name, **kwargs)
+def _result(
+    key: dg.AssetCheckKey, *, passed: bool, description: str, metadata: Metadata | None = None
+) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=key.asset_key, check_name=key.name, passed=passed, description=description, metadata=metadata
+    )
 
 
 def upstream_asset_keys(
@@ -265,11 +269,11 @@ def run_checks(
             yield _result(key, passed=False, description=f"The check could not be evaluated: {error}")
 
 
-def _restore_metadata(result: RestoreResult) -> dict[str, object]:
+def _restore_metadata(result: RestoreResult) -> Metadata:
     dropped = [
         [s.snapshot_id, s.snapshot_time.isoformat(), s.author, s.commit_message] for s in result.dropped_snapshots
     ]
-    metadata: dict[str, object] = {
+    metadata: Metadata = {
         "backup_uri": dg.MetadataValue.path(result.backup_uri),
         "snapshot_id": result.snapshot_id,
         "catalog": result.target,
@@ -301,7 +305,7 @@ def build_backup_definitions(
     lake_resource_key: str = "ducklake",
     s3_resource_key: str | None = None,
     mode: BackupMode = "full",
-    keep_last: int | None = None,
+    keep: int | None = None,
     keep_within: timedelta | None = None,
     storage_version: str | None = None,
     max_snapshot_lag: int = 0,
@@ -320,7 +324,7 @@ def build_backup_definitions(
     Creates asset ``[name, "static_backup"]`` (downstream of ``upstream_keys``: every asset that writes to
     the lake, default ``[[name, "catalog_snapshot"]]``; each an ``AssetKey``, a name or a list of parts) that
     writes a backup under ``backup_uri`` (a folder or ``s3://bucket/prefix``, reached through the ``S3Resource``
-    ``s3_resource_key``, else the lake's own S3 settings), keeping ``keep_last`` backups and/or those younger
+    ``s3_resource_key``, else the lake's own S3 settings), keeping ``keep`` backups and/or those younger
     than ``keep_within``; ``storage_version`` is the DuckDB storage version of the file (default DuckDB's).
     ``mode`` is ``"full"`` (the catalog and a copy of every data file it references, incrementally) or
     ``"metadata"`` (the catalog only). The asset runs in the concurrency pool ``pool`` (default
@@ -339,7 +343,9 @@ def build_backup_definitions(
     ``schedule_default_status``, RUNNING: a schedule you configure is one you want to run), and a freshness policy.
     """
     check_mode(mode)
-    check_retention(keep_last, keep_within)
+    if keep is not None and (not isinstance(keep, int) or keep < 1):
+        raise ConfigurationError(f"keep must be at least 1 backup (got {keep!r}); leave it unset to keep all")
+    check_retention(keep, keep_within)
     if not isinstance(max_snapshot_lag, int) or max_snapshot_lag < 0:
         raise ConfigurationError(f"max_snapshot_lag must be 0 or more snapshots (got {max_snapshot_lag!r})")
     if max_age is not None and max_age <= timedelta(0):
@@ -425,7 +431,7 @@ def build_backup_definitions(
                 backup_uri,
                 mode=mode,
                 store=store,
-                keep_last=keep_last,
+                keep_last=keep,
                 keep_within=keep_within,
                 storage_version=storage_version,
                 count_rows=True,

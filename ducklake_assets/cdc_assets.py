@@ -24,7 +24,7 @@ from .core.cdc import (
 )
 from .core.errors import CDCError, ConfigurationError
 from .core.sql import qualified_name
-from .metadata import markdown_table
+from .metadata import Metadata, markdown_table
 from .resources import DuckLakeResource
 
 _OPERATIONS = {"I": "inserts", "U": "updates", "D": "deletes", "T": "truncates"}
@@ -176,9 +176,9 @@ def build_cdc_definitions(
                 policy=ducklake.retry_policy(),
                 log=context.log,
             )
-            (log_rows,) = connection.execute(
+            [(log_rows,)] = connection.execute(
                 f"SELECT count(*) FROM {qualified_name(ducklake.alias, lake_schema, CHANGE_TABLE)}"
-            ).fetchone()
+            ).fetchall()
         context.log.info(f"Moved {result.changes} changes in {len(result.batches)} batches")
         metadata = transfer_metadata(result)
         metadata["dagster/row_count"] = log_rows
@@ -239,7 +239,7 @@ def build_cdc_definitions(
     )
 
 
-def capture_metadata(result: SetupResult, settings: CaptureSettings) -> dict[str, Any]:
+def capture_metadata(result: SetupResult, settings: CaptureSettings) -> Metadata:
     """Materialization metadata of the capture asset: the captured tables and what this run added."""
     rows = [[f"{t.schema}.{t.name}", ", ".join(t.key_columns), "added"] for t in result.added]
     rows += [[f"{t.schema}.{t.name}", ", ".join(t.key_columns), "already captured"] for t in result.already_captured]
@@ -253,7 +253,7 @@ def capture_metadata(result: SetupResult, settings: CaptureSettings) -> dict[str
     }
 
 
-def transfer_metadata(result: TransferResult) -> dict[str, Any]:
+def transfer_metadata(result: TransferResult) -> Metadata:
     """Changes per table and operation, the capture-time range, and the lag of what still waits."""
     per_table: dict[str, dict[str, int]] = {}
     for (schema, table, operation), count in result.counts().items():
@@ -262,7 +262,7 @@ def transfer_metadata(result: TransferResult) -> dict[str, Any]:
         [table, *(counts.get(code, 0) for code in _OPERATIONS), sum(counts.values())]
         for table, counts in sorted(per_table.items())
     ]
-    metadata: dict[str, Any] = {
+    metadata: Metadata = {
         "changes": dg.MetadataValue.md(markdown_table(["table", *_OPERATIONS.values(), "total"], rows)),
         "changes_moved": result.changes,
         "batches": dg.MetadataValue.md(
@@ -280,7 +280,7 @@ def transfer_metadata(result: TransferResult) -> dict[str, Any]:
     return metadata
 
 
-def mirror_metadata(result: MirrorResult) -> dict[str, Any]:
+def mirror_metadata(result: MirrorResult) -> Metadata:
     """One line per mirror: changes applied, rows written and deleted, rows now, columns added."""
     rows = [
         [
@@ -294,7 +294,7 @@ def mirror_metadata(result: MirrorResult) -> dict[str, Any]:
         ]
         for m in result.mirrors
     ]
-    metadata: dict[str, Any] = {
+    metadata: Metadata = {
         "mirrors": dg.MetadataValue.md(
             markdown_table(
                 ["mirror", "changes", "rows written", "rows deleted", "rows", "new columns", "truncated"], rows

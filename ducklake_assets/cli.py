@@ -25,8 +25,9 @@ from collections.abc import Sequence
 from .core.backup import create_backup, list_backups, list_pins, pin_backup
 from .core.catalog import PostgresCatalog, parse_catalog
 from .core.errors import DuckLakeAssetsError
-from .core.lake import LakeSettings, is_remote
-from .core.publish import list_revisions, publish_frozen_lake, verify_as_stranger
+from .core.lake import LakeSettings
+from .core.locations import is_remote
+from .core.publish import KEEP_REVISIONS, list_revisions, publish_frozen_lake, verify_as_stranger
 from .core.restore import restore_backup
 from .core.s3 import S3Settings
 from .core.storage import ObjectStore
@@ -166,7 +167,7 @@ def _serve(arguments: argparse.Namespace) -> None:
     from .core.serve import make_server
 
     server = make_server(arguments.folder, arguments.host, arguments.port, quiet=False)
-    host, port = server.server_address[:2]
+    host, port = server.socket.getsockname()[:2]
     print(f"serving {os.path.abspath(arguments.folder)} at http://{host}:{port}/ (Range, ETag, CORS); Ctrl-C stops")
     try:
         server.serve_forever()
@@ -222,7 +223,9 @@ def parser() -> argparse.ArgumentParser:
     publish.add_argument("--reader-url", help="where readers find it, when served elsewhere (https://...)")
     publish.add_argument("--data-path", help="the lake's data path, when the catalog's entry should not be used")
     publish.add_argument("--self-contained", action="store_true", help="copy every data file next to the lake")
-    publish.add_argument("--keep-revisions", type=int, default=5, help="revisions kept (default 5)")
+    publish.add_argument(
+        "--keep-revisions", type=int, default=KEEP_REVISIONS, help=f"revisions kept (default {KEEP_REVISIONS})"
+    )
     publish.add_argument("--force", action="store_true", help="publish even when the frozen lake is up to date")
     _s3_options(publish)
     publish.set_defaults(run=_publish)

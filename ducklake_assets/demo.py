@@ -78,8 +78,8 @@ def build_demo(demo_dir: Path) -> dg.Definitions:
         source=str(source),
         catalog=str(demo_dir / "lake" / "space.ducklake"),
         data_path=str(demo_dir / "lake" / "data"),
-        backup_uri=str(demo_dir / "backups"),
-        publish_uri=str(demo_dir / "public" / "space.ducklake"),
+        backup=str(demo_dir / "backups"),
+        publish=str(demo_dir / "public" / "space.ducklake"),
         tables=list(SAMPLE_TABLES),
         source_deps=[sample_files],
     )

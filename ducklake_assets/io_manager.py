@@ -10,7 +10,7 @@ asset, and that transaction runs again when another writer wins the commit.
 import contextlib
 import json
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence, Sized
 from typing import Any, cast
 
 import dagster as dg
@@ -24,6 +24,7 @@ from .core.errors import ConfigurationError, DuckLakeAssetsError, LakeIOError, r
 from .core.retry import run_in_transaction
 from .core.sql import qualified_name, quote_identifier
 from .core.sql_commands import table_summary
+from .metadata import Metadata
 from .resources import DuckLakeResource
 
 _INSTALL_HINT = 'pip install "ducklake-assets[pandas]" (or "ducklake-assets[polars]")'
@@ -131,7 +132,9 @@ class _LakeClient(DbClient):
         self._lake = lake
 
     @contextlib.contextmanager
-    def connect(self, context: dg.OutputContext | dg.InputContext, table_slice: TableSlice) -> Iterator[Any]:
+    def connect(  # type: ignore[override]  # dagster declares it static, yet DbIOManager calls it on the client
+        self, context: dg.OutputContext | dg.InputContext, table_slice: TableSlice
+    ) -> Iterator[Any]:
         with self._lake.get_connection(context.log) as connection:
             yield connection
 
@@ -140,18 +143,8 @@ class _LakeClient(DbClient):
         connection.execute(f"CREATE SCHEMA IF NOT EXISTS {_sql_slice(table_slice).schema}")
 
     @staticmethod
-    def delete_table_slice(context: dg.OutputContext, table_slice: TableSlice, connection: Any) -> int:
-        """Delete the slice's rows (all rows when unpartitioned); the number deleted.
-
-        Looks the table up instead of catching the error of a missing one, which would abort the transaction.
-        """
-        if _existing_table(connection, table_slice) is None:
-            return 0
-        where, parameters = _partition_filter(table_slice)
-        quoted = _sql_slice(table_slice)
-        connection.execute(f"DELETE FROM {quoted.schema}.{quoted.table}{where}", parameters)
-        (deleted,) = connection.fetchone() or (0,)
-        return deleted
+    def delete_table_slice(context: dg.OutputContext, table_slice: TableSlice, connection: Any) -> None:
+        _delete_slice(connection, table_slice)
 
     @staticmethod
     def get_select_statement(table_slice: TableSlice) -> str:
@@ -209,6 +202,7 @@ class _LakeDbIOManager(DbIOManager):
                 " type to None by adding return type annotation '-> None'."
             )
         self._check_supported_type(type(obj))
+        assert isinstance(obj, Sized), "the pandas and polars DataFrames the handlers take have a length"
         handler = self._resolve_handler(type(obj))
         table_slice = self._get_table_slice(context, context)
         name = self._db_client.get_table_name(table_slice)
@@ -225,7 +219,7 @@ class _LakeDbIOManager(DbIOManager):
         def write(connection: duckdb.DuckDBPyConnection) -> tuple[int, dict[str, Any]]:
             collector = _MetadataCollector(context)
             self._db_client.ensure_schema_exists(context, table_slice, connection)
-            deleted = self._db_client.delete_table_slice(context, table_slice, connection)
+            deleted = _delete_slice(connection, table_slice)
             handler.handle_output(collector, _sql_slice(table_slice), obj, connection)  # type: ignore[arg-type]
             connection.execute(
                 f"CALL {quote_identifier(settings.alias)}.set_commit_message(?, ?, extra_info => ?)",
@@ -270,19 +264,17 @@ class _LakeDbIOManager(DbIOManager):
             }
         )
 
-    def _written_metadata(
-        self, connection: duckdb.DuckDBPyConnection, table_slice: TableSlice, info: str
-    ) -> dict[str, Any]:
+    def _written_metadata(self, connection: duckdb.DuckDBPyConnection, table_slice: TableSlice, info: str) -> Metadata:
         """The snapshot the write made (the latest one when it changed nothing) and the table as it is now."""
         alias = self._lake.alias
-        (snapshot_id,) = connection.execute(
+        [(snapshot_id,)] = connection.execute(
             "SELECT max(snapshot_id) FROM ducklake_snapshots(?) WHERE commit_extra_info = ?", [alias, info]
-        ).fetchone()
-        metadata: dict[str, Any] = {"new_snapshot": snapshot_id is not None}
+        ).fetchall()
+        metadata: Metadata = {"new_snapshot": snapshot_id is not None}
         if snapshot_id is None:
-            (snapshot_id,) = connection.execute(
+            [(snapshot_id,)] = connection.execute(
                 "SELECT max(snapshot_id) FROM ducklake_snapshots(?)", [alias]
-            ).fetchone()
+            ).fetchall()
         metadata["snapshot_id"] = snapshot_id
         row = _existing_table(connection, table_slice)
         if row is None:
@@ -316,8 +308,8 @@ class _LakeDbIOManager(DbIOManager):
         if isinstance(table_name, str) and table_name.count(".") == 1:
             schema, table = table_name.split(".")
             table_slice = table_slice._replace(schema=schema, table=table)
-        if schema := (context.definition_metadata or {}).get("schema"):
-            table_slice = table_slice._replace(schema=schema)
+        if input_schema := (context.definition_metadata or {}).get("schema"):
+            table_slice = table_slice._replace(schema=input_schema)
         name = self._db_client.get_table_name(table_slice)
         settings = self._lake.lake_settings()
         with self._db_client.connect(context, table_slice) as connection:
@@ -351,6 +343,20 @@ def _existing_table(connection: duckdb.DuckDBPyConnection, table_slice: TableSli
         "AND lower(schema_name) = lower(?) AND lower(table_name) = lower(?)",
         [table_slice.database, table_slice.schema, table_slice.table],
     ).fetchone()
+
+
+def _delete_slice(connection: duckdb.DuckDBPyConnection, table_slice: TableSlice) -> int:
+    """Delete the slice's rows (all rows when unpartitioned); the number deleted.
+
+    Looks the table up instead of catching the error of a missing one, which would abort the transaction.
+    """
+    if _existing_table(connection, table_slice) is None:
+        return 0
+    where, parameters = _partition_filter(table_slice)
+    quoted = _sql_slice(table_slice)
+    connection.execute(f"DELETE FROM {quoted.schema}.{quoted.table}{where}", parameters)
+    (deleted,) = connection.fetchone() or (0,)
+    return deleted
 
 
 def _partition_filter(table_slice: TableSlice) -> tuple[str, list[str]]:

@@ -4,14 +4,22 @@ How maintenance is done, and what it refuses to remove, lives in ``core/maintena
 turns it into assets and reports each step.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
 import dagster as dg
 from pydantic import Field
 
-from .core.maintenance import STEPS, MaintenancePolicy, MaintenanceReport, Step, retained_copies, run_maintenance
-from .metadata import markdown_table
+from .core.maintenance import (
+    STEPS,
+    FileAction,
+    MaintenancePolicy,
+    MaintenanceReport,
+    Step,
+    retained_copies,
+    run_maintenance,
+)
+from .metadata import Metadata, markdown_table
 from .resources import lake_and_store
 
 _LISTED_FILES = 100
@@ -105,7 +113,9 @@ def build_maintenance_definitions(
         required_resource_keys=resource_keys,
         pool=pool,
     )
-    def maintenance(context: dg.AssetExecutionContext, config: MaintenanceConfig):
+    def maintenance(
+        context: dg.AssetExecutionContext, config: MaintenanceConfig
+    ) -> Iterator[dg.AssetObservation | dg.MaterializeResult]:
         ducklake = getattr(context.resources, lake_resource_key)
         settings, store = lake_and_store(context.resources, lake_resource_key, s3_resource_key)
         steps = [step for step in STEPS if keys[step] in context.selected_asset_keys]
@@ -144,9 +154,9 @@ def build_maintenance_definitions(
     return dg.Definitions(assets=[maintenance], jobs=[job], schedules=schedules)
 
 
-def maintenance_metadata(step: Step, report: MaintenanceReport) -> dict[str, object]:
+def maintenance_metadata(step: Step, report: MaintenanceReport) -> Metadata:
     """What one maintenance step shows in the UI."""
-    metadata: dict[str, object] = {"dry_run": report.dry_run}
+    metadata: Metadata = {"dry_run": report.dry_run}
     if step == "flush_inlined_data":
         metadata["rows_flushed"] = sum(report.flushed.values())
         metadata["tables"] = dg.MetadataValue.md(
@@ -173,7 +183,12 @@ def maintenance_metadata(step: Step, report: MaintenanceReport) -> dict[str, obj
         )
     else:
         listed = list(report.files[:_LISTED_FILES])
-        for action, label in (("delete", "files_deleted"), ("keep", "files_kept"), ("release", "files_handed_back")):
+        labels: tuple[tuple[FileAction, str], ...] = (
+            ("delete", "files_deleted"),
+            ("keep", "files_kept"),
+            ("release", "files_handed_back"),
+        )
+        for action, label in labels:
             metadata[label] = len(report.files_with(action))
         metadata["files"] = dg.MetadataValue.md(
             markdown_table(["action", "file", "why"], [[d.action, f"`{d.path}`", d.reason] for d in listed])

@@ -1,7 +1,15 @@
-"""Markdown for Dagster metadata: the one table helper every asset and check reports with."""
+"""Dagster metadata: the type every asset and check reports with, and its one Markdown table helper."""
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
+
+import dagster as dg
+
+MetadataEntry: TypeAlias = dg.MetadataValue | dg.TableSchema | dg.AssetKey | str | int | float | bool | None
+"""One metadata value: a ``dg.MetadataValue`` or a plain value Dagster wraps in one."""
+
+Metadata: TypeAlias = dict[str, MetadataEntry]
+"""The metadata of a materialization, observation or check result, as ``MaterializeResult(metadata=...)`` takes."""
 
 
 def markdown_table(headers: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str:

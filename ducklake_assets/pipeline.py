@@ -1,22 +1,32 @@
 """``build_ducklake_pipeline``: one call that turns a source of Parquet files into a DuckLake pipeline."""
 
 import re
-from collections.abc import Mapping, Sequence
-from datetime import timedelta
-from typing import TypeAlias
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeAlias, TypeVar, cast
 
 import dagster as dg
+from pydantic import BaseModel
 
 from .backup_assets import build_backup_definitions
-from .core.backup import BackupMode
 from .core.errors import ConfigurationError
-from .core.lake import is_remote
-from .core.registration import BadFiles, SchemaDrift, check_policies
-from .core.sources import DEFAULT_PATTERN, FileSource, NewFileOrder, TableNameFrom, TableNaming
+from .core.locations import is_remote, is_s3
+from .core.registration import check_policies
+from .core.sources import FileSource, TableNaming
 from .core.sql import OptionValue
 from .io_manager import DuckLakeIOManager
 from .maintenance_assets import build_maintenance_definitions
-from .partitions import SourcePartitions
+from .options import (
+    BackupOptions,
+    CheckOptions,
+    PublishOptions,
+    ScheduleOptions,
+    SensorOptions,
+    SourceOptions,
+    automation_condition,
+    schedule_status,
+    sensor_status,
+)
 from .publish_assets import build_publish_definitions
 from .resources import CatalogConfig, DuckLakeResource, S3Resource
 from .snapshot_assets import (
@@ -34,159 +44,126 @@ AssetLike: TypeAlias = dg.AssetKey | str | Sequence[str] | dg.AssetSpec | dg.Ass
 
 _PIPELINE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-EAGER = "eager"
-_CRON = re.compile(r"^\s*([0-9A-Za-z*/,\-?LW#]+\s+){4}[0-9A-Za-z*/,\-?LW#]+\s*$")
-
-
-def automation_condition(setting: str | None, setting_name: str) -> dg.AutomationCondition | None:
-    """``"eager"``: after every upstream materialization; a cron string: at each tick of it, when upstream
-    changed since the asset last ran; ``None``: only when someone (or a schedule) asks."""
-    if setting is None:
-        return None
-    if setting == EAGER:
-        # A table asset with no files yet stays missing; it must not hold the backup or publication back.
-        return dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
-    if not _CRON.match(setting):
-        raise ConfigurationError(f"{setting_name} must be 'eager', a cron string or None, got {setting!r}")
-    changed_since_last_run = dg.AutomationCondition.any_deps_updated().since(
-        dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated()
-    )
-    return (
-        dg.AutomationCondition.cron_tick_passed(setting)
-        & (changed_since_last_run | dg.AutomationCondition.missing())
-        & ~dg.AutomationCondition.any_deps_missing()
-        & ~dg.AutomationCondition.in_progress()
-    ).with_label(f"at {setting} when upstream changed")
-
 
 def build_ducklake_pipeline(
     name: str,
-    source: str,
+    source: str | SourceOptions,
     catalog: str | CatalogConfig,
     data_path: str,
-    backup_uri: str | None = None,
-    publish_uri: str | None = None,
+    backup: str | BackupOptions | None = None,
+    publish: str | PublishOptions | None = None,
     s3: S3Resource | None = None,
     *,
-    pattern: str = DEFAULT_PATTERN,
-    table_name_from: TableNameFrom = "file_name",
-    table_name_regex: str | None = None,
-    schema: str = "main",
-    schema_drift: SchemaDrift = "fail",
-    bad_files: BadFiles = "fail",
-    sensor_order: NewFileOrder = "modified",
-    sensor_interval_seconds: int = 30,
-    sensor_default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    checks: CheckOptions | None = None,
+    schedules: ScheduleOptions | None = None,
     attach_options: Mapping[str, OptionValue] | None = None,
-    backup_automation: str | None = EAGER,
-    publish_automation: str | None = EAGER,
-    automation_default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
-    backup_cron: str | None = None,
-    backup_mode: BackupMode = "full",
-    keep_backups: int | None = 30,
-    keep_backups_within: timedelta | None = None,
-    backup_max_snapshot_lag: int = 0,
-    backup_max_age: timedelta | None = None,
-    blocking_checks: bool = False,
-    keep_revisions: int = 5,
-    self_contained: bool = False,
-    maintenance_cron: str | None = None,
-    expire_snapshots_older_than: timedelta | None = timedelta(days=7),
-    schedule_default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.RUNNING,
     tables: Sequence[str] | None = None,
     translator: DuckLakeTranslator | None = None,
     source_deps: Sequence[AssetLike] = (),
     lake_writers: Sequence[AssetLike] = (),
-    partitions: SourcePartitions | None = None,
+    **flat_settings: Any,
 ) -> dg.Definitions:
     """Definitions for a DuckLake fed by Parquet files that another system writes.
 
-    ``name`` prefixes every asset key and names the resources ``f"{name}_ducklake"``,
-    ``f"{name}_s3"`` and ``f"{name}_io_manager"`` (a ``DuckLakeIOManager``). ``source`` is a folder, an
-    ``s3://bucket/prefix`` or a manifest ``.csv`` with a ``full_path`` column; ``pattern`` selects files
-    below a folder or prefix. Tables are named after the
-    file name up to its first dot, or (``table_name_from``) the parent folder or the named group
-    ``table`` of ``table_name_regex``; they go to schema ``schema``. ``catalog`` is a DuckLake catalog
-    string (DuckDB file, ``sqlite:...``, ``postgres:...``) or a catalog config such as
-    ``PostgresCatalogConfig(..., password=dg.EnvVar("LAKE_PASSWORD"))``; ``data_path`` a folder or ``s3://`` prefix.
-    ``schema_drift`` is ``fail``, ``ignore_extra_columns`` or ``evolve``; ``bad_files`` is ``fail`` or
-    ``skip``. The sensor ``f"{name}_new_files"`` watches the source (``sensor_order``: ``modified`` or
-    ``key``). ``s3`` is needed when any location is on S3.
+    Args:
+        name: prefixes every asset key and names the resources ``f"{name}_ducklake"``, ``f"{name}_s3"`` and
+            ``f"{name}_io_manager"`` (a :class:`DuckLakeIOManager`).
+        source: a folder, an ``s3://bucket/prefix`` or a manifest ``.csv`` with a ``full_path`` column; or a
+            :class:`SourceOptions` that also says which files to take, how they become tables, how drift
+            and bad files are handled, how the sensor ``f"{name}_new_files"`` watches, and the partitions
+            (:class:`SourcePartitions`) that spread registration over runs.
+        catalog: a DuckLake catalog string (DuckDB file, ``sqlite:...``, ``postgres:...``) or a catalog config
+            such as ``PostgresCatalogConfig(..., password=dg.EnvVar("LAKE_PASSWORD"))``.
+        data_path: where the lake's data files live: a folder or ``s3://`` prefix.
+        backup: where static backups go (a folder or ``s3://`` prefix), or a :class:`BackupOptions` with
+            their mode (``"full"``: the catalog and a copy of every data file, survives losing both;
+            ``"metadata"``: the catalog only), retention, automation, schedule and freshness limits.
+            ``None``: no backups.
+        publish: where the frozen (read-only) lake is published, or a :class:`PublishOptions` with
+            ``self_contained`` (copy every data file next to it, so it is complete wherever it is published),
+            the revisions kept and its automation. ``None``: no publication.
+        s3: an :class:`S3Resource`; needed when any location is on S3 (``S3Resource()`` alone uses boto3's
+            default credentials).
+        checks: :class:`CheckOptions`: whether a failing backup or frozen-lake check blocks downstream assets.
+        schedules: :class:`ScheduleOptions`: the maintenance schedule (its assets never touch what a retained
+            backup or published revision needs) and the first-start state of schedules and the automation
+            sensor ``f"{name}_automation"``.
+        attach_options: extra DuckLake ``ATTACH`` options, e.g. ``{"DATA_INLINING_ROW_LIMIT": 0}``.
+        tables: the table assets to show (no I/O when definitions load); by default they are found when
+            definitions load, from the source listing and the catalog (a new table appears after a reload).
+        translator: a :class:`DuckLakeTranslator` that changes keys, groups, owners, tags, descriptions,
+            freshness and automation per table.
+        source_deps: the assets that write the source files: the tables depend on them and register after
+            each of their materializations (eager automation), taking only the paths they report
+            (:func:`written_paths_metadata`) when they do.
+        lake_writers: your own assets that write the lake (through ``DuckLakeResource``, ``DuckLakeIOManager``,
+            SQL command or CDC assets): backups and publication run after them too.
+        **flat_settings: the keywords of earlier releases (``backup_uri=``, ``backup_mode=``,
+            ``self_contained=``, ``sensor_order=``, ...) still work, each with a ``DeprecationWarning`` that
+            names its place in the option objects.
 
-    Publishing: ``self_contained=True`` copies every data file next to the frozen lake at ``publish_uri``
-    (incrementally), so it is complete wherever it is published; a frozen lake on S3 whose data files
-    are local is refused without it.
+    Each table is an asset ``[name, table]`` (``[name, schema, table]`` outside ``main``), made in the same
+    step as ``[name, "catalog_snapshot"]``. Backups and publications follow eagerly by default (their
+    ``automation``); every sensor and schedule starts RUNNING unless its status says otherwise.
 
-    Backups: ``backup_mode`` is ``"full"`` (default: the catalog and a copy of every data and delete file
-    it references, so the backup survives losing the catalog database and every data file) or
-    ``"metadata"`` (the catalog only, for users who replicate the data bucket themselves);
-    ``keep_backups`` / ``keep_backups_within`` prune older backups and the files only they needed.
+    Examples:
+        .. code-block:: python
 
-    Tables: each table is an asset ``[name, table]`` (``[name, schema, table]`` outside ``main``) made in
-    the same step as ``[name, "catalog_snapshot"]``. ``tables`` names them (no I/O when definitions
-    load); by default they are found when definitions load, from the source listing and the catalog
-    (a new table appears after a reload). ``translator`` (a :class:`DuckLakeTranslator`) changes keys,
-    groups, owners, tags, descriptions, freshness and automation per table. ``source_deps`` names the
-    assets that write the source files: the tables depend on them and register after each of their
-    materializations (eager automation), taking only the paths they report
-    (:func:`written_paths_metadata`) when they do. ``lake_writers`` names your own assets that write
-    the lake (through ``DuckLakeResource``, ``DuckLakeIOManager``, SQL command or CDC assets): backups
-    and publication run after them too.
+            from ducklake_assets import BackupOptions, build_ducklake_pipeline
 
-    Scale-out: ``partitions`` (a :class:`SourcePartitions`) partitions the registration step and the
-    table assets by source folder (by day, by prefix; static, time-window or dynamic keys). The sensor
-    requests one run per partition with new files, each run registers only its folder, and runs of
-    different partitions write a PostgreSQL catalog side by side, so executors and run launchers spread
-    the work over processes and machines.
-
-    Automation: ``backup_automation`` and ``publish_automation`` are ``"eager"`` (after every upstream
-    materialization, the default), a cron string (at most once per tick, when upstream changed) or ``None``;
-    the sensor ``f"{name}_automation"`` that evaluates them starts RUNNING, as does the new-file sensor and
-    every schedule you configure (``backup_cron``; ``maintenance_cron`` adds the maintenance assets, which
-    never touch what a retained backup or published revision needs).
-
-    .. code-block:: python
-
-        from ducklake_assets import build_ducklake_pipeline
-
-        defs = build_ducklake_pipeline(
-            name="space", source="data/space", catalog="lake/space.ducklake", data_path="lake/data"
-        )
+            defs = build_ducklake_pipeline(
+                name="space",
+                source="data/space",
+                catalog="lake/space.ducklake",
+                data_path="lake/data",
+                backup=BackupOptions(uri="backups", keep=14),
+                publish="public/space.ducklake",
+            )
     """
     if not isinstance(name, str) or not _PIPELINE_NAME.match(name):
         raise ConfigurationError(
             f"pipeline name {name!r} must start with a letter or _ and hold only letters, digits and _, "
             "because it prefixes asset keys and resource names"
         )
-    check_policies(schema_drift, bad_files)
-    if sensor_order not in ("modified", "key"):
-        raise ConfigurationError(f"sensor_order must be 'modified' or 'key', got {sensor_order!r}")
-    files = FileSource(source, pattern, TableNaming(source=table_name_from, regex=table_name_regex, schema=schema))
-    locations = {"source": source, "data_path": data_path, "backup_uri": backup_uri, "publish_uri": publish_uri}
+    given = {"source": source, "backup": backup, "publish": publish, "checks": checks, "schedules": schedules}
+    options = _with_flat_settings(given, flat_settings)
+    source_options = _as_options(options["source"], SourceOptions, "source")
+    backup_options = _as_options(options["backup"], BackupOptions, "backup")
+    publish_options = _as_options(options["publish"], PublishOptions, "publish")
+    check_options = _as_options(options["checks"], CheckOptions, "checks") or CheckOptions()
+    schedule_options = _as_options(options["schedules"], ScheduleOptions, "schedules") or ScheduleOptions()
+    if source_options is None:
+        raise ConfigurationError("source is required: a folder, an s3:// prefix, a manifest .csv or a SourceOptions")
+    sensor, partitions = source_options.sensor, source_options.partitions
+    check_policies(source_options.schema_drift, source_options.bad_files)
+    naming = TableNaming(
+        source=source_options.table_name_from,
+        regex=source_options.table_name_regex,
+        schema=source_options.target_schema,
+    )
+    files = FileSource(source_options.uri, source_options.pattern, naming)
+    backup_uri = backup_options.uri if backup_options else None
+    publish_uri = publish_options.uri if publish_options else None
+    locations = {"source": source_options.uri, "data_path": data_path, "backup": backup_uri, "publish": publish_uri}
     for setting, location in locations.items():
         if location is not None and (not isinstance(location, str) or not location.strip()):
             raise ConfigurationError(f"{setting} must be a non-empty path or URI, got {location!r}")
-    on_s3 = [
-        setting
-        for setting, location in locations.items()
-        if location and location.lower().startswith(("s3://", "s3a://", "s3n://"))
-    ]
-    if on_s3 and s3 is None:
-        raise ConfigurationError(
-            f"{', '.join(on_s3)} {'is' if len(on_s3) == 1 else 'are'} on S3: pass s3=S3Resource(...) "
-            "(S3Resource() alone uses boto3's default credentials)"
-        )
-    for setting in ("backup_uri", "publish_uri"):
+    require_s3(
+        locations, s3 is not None, "pass s3=S3Resource(...) (S3Resource() alone uses boto3's default credentials)"
+    )
+    for setting in ("backup", "publish"):
         location = locations[setting]
         if location and is_remote(location) and not location.lower().startswith("s3://"):
-            raise ConfigurationError(f"{setting} {location!r} must be a local path or an s3:// URI")
+            raise ConfigurationError(f"{setting} location {location!r} must be a local path or an s3:// URI")
 
-    backup_condition = automation_condition(backup_automation, "backup_automation")
-    publish_condition = automation_condition(publish_automation, "publish_automation")
+    backup_condition = automation_condition(backup_options.automation, "backup.automation") if backup_options else None
+    publish_condition = (
+        automation_condition(publish_options.automation, "publish.automation") if publish_options else None
+    )
     lake = DuckLakeResource(catalog=catalog, data_path=data_path, s3=s3, attach_options=dict(attach_options or {}))
     if publish_uri and not backup_uri and lake.catalog.kind != "duckdb":
         raise ConfigurationError(
-            "publish_uri needs backup_uri when the catalog is not a DuckDB file: the frozen lake is "
+            "publish needs backup when the catalog is not a DuckDB file: the frozen lake is "
             "published from the latest static backup"
         )
     lake_key = ducklake_resource_key(name)
@@ -203,8 +180,8 @@ def build_ducklake_pipeline(
         list(tables) if tables is not None else discover_tables(files, lake),
         translator=translator,
         source_deps=producers,
-        schema_drift=schema_drift,
-        bad_files=bad_files,
+        schema_drift=source_options.schema_drift,
+        bad_files=source_options.bad_files,
         io_manager_key=io_manager_key(name),
         partitions=partitions,
         automation_condition=dg.AutomationCondition.eager().ignore(dg.AssetSelection.assets(source_spec.key))
@@ -220,9 +197,9 @@ def build_ducklake_pipeline(
                 new_file_sensor(
                     name,
                     files,
-                    order=sensor_order,
-                    minimum_interval_seconds=sensor_interval_seconds,
-                    default_status=sensor_default_status,
+                    order=sensor.order,
+                    minimum_interval_seconds=sensor.interval_seconds,
+                    default_status=sensor_status(sensor.default_status),
                     asset_keys=registration_keys,
                     partitions=partitions,
                 )
@@ -231,41 +208,41 @@ def build_ducklake_pipeline(
         )
     ]
     automated: list[dg.AssetKey] = []
-    if backup_uri:
+    if backup_options:
         backups = build_backup_definitions(
             name,
-            backup_uri,
+            backup_options.uri,
             lake_resource_key=lake_key,
             s3_resource_key=s3_key,
-            mode=backup_mode,
-            keep_last=keep_backups,
-            keep_within=keep_backups_within,
-            max_snapshot_lag=backup_max_snapshot_lag,
-            max_age=backup_max_age,
-            blocking=blocking_checks,
-            backup_cron=backup_cron,
-            schedule_default_status=schedule_default_status,
+            mode=backup_options.mode,
+            keep=backup_options.keep,
+            keep_within=backup_options.keep_within,
+            max_snapshot_lag=backup_options.max_snapshot_lag,
+            max_age=backup_options.max_age,
+            blocking=check_options.blocking,
+            backup_cron=backup_options.cron,
+            schedule_default_status=schedule_status(schedule_options.default_status),
             group_name=name,
             upstream_keys=lake_assets,
         )
         parts.append(with_automation(backups, backup_condition))
         automated += [dg.AssetKey([name, "static_backup"])] if backup_condition else []
-    if publish_uri:
+    if publish_options:
         frozen = build_publish_definitions(
             name,
-            publish_uri,
+            publish_options.uri,
             lake_resource_key=lake_key,
             s3_resource_key=s3_key,
             backup_uri=backup_uri,
-            keep_revisions=keep_revisions,
-            self_contained=self_contained,
-            blocking=blocking_checks,
+            keep_revisions=publish_options.keep_revisions,
+            self_contained=publish_options.self_contained,
+            blocking=check_options.blocking,
             group_name=name,
             upstream_keys=None if backup_uri else lake_assets,
         )
         parts.append(with_automation(frozen, publish_condition))
         automated += [dg.AssetKey([name, "frozen_lake"])] if publish_condition else []
-    if maintenance_cron:
+    if schedule_options.maintenance_cron:
         parts.append(
             build_maintenance_definitions(
                 name,
@@ -273,9 +250,9 @@ def build_ducklake_pipeline(
                 s3_resource_key=s3_key,
                 backup_uris=[backup_uri] if backup_uri else [],
                 publish_uris=[publish_uri] if publish_uri else [],
-                cron_schedule=maintenance_cron,
-                expire_older_than=expire_snapshots_older_than,
-                schedule_default_status=schedule_default_status,
+                cron_schedule=schedule_options.maintenance_cron,
+                expire_older_than=schedule_options.expire_snapshots_older_than,
+                schedule_default_status=schedule_status(schedule_options.default_status),
                 group_name=name,
             )
         )
@@ -287,7 +264,7 @@ def build_ducklake_pipeline(
                     dg.AutomationConditionSensorDefinition(
                         f"{name}_automation",
                         target=dg.AssetSelection.assets(*automated),
-                        default_status=automation_default_status,
+                        default_status=sensor_status(schedule_options.automation_sensor_status),
                         description=f"Runs the {name} registration (after its producers), backup and publication "
                         "when their upstream changes.",
                     )
@@ -295,6 +272,113 @@ def build_ducklake_pipeline(
             )
         )
     return dg.Definitions.merge(*parts)
+
+
+def require_s3(locations: Mapping[str, str | None], s3_given: bool, fix: str) -> None:
+    """Refuse locations on S3 without S3 settings, naming them and ``fix`` (how to give the settings)."""
+    on_s3 = [setting for setting, location in locations.items() if location and is_s3(location)]
+    if on_s3 and not s3_given:
+        raise ConfigurationError(f"{', '.join(on_s3)} {'is' if len(on_s3) == 1 else 'are'} on S3: {fix}")
+
+
+_Stage = TypeVar("_Stage", bound=BaseModel)
+
+
+def _as_options(value: object, kind: type[_Stage], setting: str) -> _Stage | None:
+    """``value`` as a ``kind`` (a location string becomes ``kind(uri=value)``); ``None`` stays ``None``."""
+    if value is None or isinstance(value, kind):
+        return value
+    if isinstance(value, str) and "uri" in kind.model_fields:
+        return kind(uri=value)
+    accepted = f"a {kind.__name__}" + (" or a location string" if "uri" in kind.model_fields else "")
+    raise ConfigurationError(f"{setting} must be {accepted}, got {value!r}")
+
+
+def _status(value: Any) -> str:
+    return value.value.lower() if isinstance(value, dg.DefaultSensorStatus | dg.DefaultScheduleStatus) else value
+
+
+_Convert = Callable[[Any], Any]
+_FLAT_SETTINGS: dict[str, tuple[str, str, _Convert]] = {
+    "pattern": ("source", "pattern", lambda v: v),
+    "table_name_from": ("source", "table_name_from", lambda v: v),
+    "table_name_regex": ("source", "table_name_regex", lambda v: v),
+    "schema": ("source", "target_schema", lambda v: v),
+    "schema_drift": ("source", "schema_drift", lambda v: v),
+    "bad_files": ("source", "bad_files", lambda v: v),
+    "partitions": ("source", "partitions", lambda v: v),
+    "sensor_order": ("sensor", "order", lambda v: v),
+    "sensor_interval_seconds": ("sensor", "interval_seconds", lambda v: v),
+    "sensor_default_status": ("sensor", "default_status", _status),
+    "backup_uri": ("backup", "uri", lambda v: v),
+    "backup_automation": ("backup", "automation", lambda v: v),
+    "backup_cron": ("backup", "cron", lambda v: v),
+    "backup_mode": ("backup", "mode", lambda v: v),
+    "keep_backups": ("backup", "keep", lambda v: v),
+    "keep_backups_within": ("backup", "keep_within", lambda v: v),
+    "backup_max_snapshot_lag": ("backup", "max_snapshot_lag", lambda v: v),
+    "backup_max_age": ("backup", "max_age", lambda v: v),
+    "publish_uri": ("publish", "uri", lambda v: v),
+    "publish_automation": ("publish", "automation", lambda v: v),
+    "keep_revisions": ("publish", "keep_revisions", lambda v: v),
+    "self_contained": ("publish", "self_contained", lambda v: v),
+    "blocking_checks": ("checks", "blocking", lambda v: v),
+    "maintenance_cron": ("schedules", "maintenance_cron", lambda v: v),
+    "expire_snapshots_older_than": ("schedules", "expire_snapshots_older_than", lambda v: v),
+    "schedule_default_status": ("schedules", "default_status", _status),
+    "automation_default_status": ("schedules", "automation_sensor_status", _status),
+}
+"""The flat keywords of earlier releases: ``keyword: (stage, field, conversion)``."""
+
+_STAGE_OPTIONS: dict[str, type[BaseModel]] = {
+    "source": SourceOptions,
+    "sensor": SensorOptions,
+    "backup": BackupOptions,
+    "publish": PublishOptions,
+    "checks": CheckOptions,
+    "schedules": ScheduleOptions,
+}
+
+
+def _with_flat_settings(given: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
+    """The stage options with the flat keywords of earlier releases applied on top (each one warned)."""
+    unknown = sorted(set(flat) - set(_FLAT_SETTINGS))
+    if unknown:
+        raise TypeError(f"build_ducklake_pipeline() got an unexpected keyword argument {unknown[0]!r}")
+    updates: dict[str, dict[str, Any]] = {}
+    for keyword, value in flat.items():
+        stage, field, convert = _FLAT_SETTINGS[keyword]
+        updates.setdefault(stage, {})[field] = convert(value)
+        where = (
+            f"source=SourceOptions(sensor=SensorOptions({field}=...))"
+            if stage == "sensor"
+            else (f"{stage}={_STAGE_OPTIONS[stage].__name__}({field}=...)")
+        )
+        warnings.warn(
+            f"build_ducklake_pipeline({keyword}=...) is now {where}; the flat keyword will be removed",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+    options = dict(given)
+    if "sensor" in updates:
+        updates.setdefault("source", {})["sensor"] = _updated(
+            SensorOptions,
+            getattr(_as_options(options["source"], SourceOptions, "source"), "sensor", None),
+            updates.pop("sensor"),
+        )
+    for stage, fields in updates.items():
+        kind = _STAGE_OPTIONS[stage]
+        current = _as_options(options[stage], kind, stage)
+        if current is None and "uri" in kind.model_fields and "uri" not in fields:
+            continue  # a backup or publish setting without a location: that stage is off, as it always was
+        options[stage] = _updated(kind, current, fields)
+    return options
+
+
+def _updated(kind: type[_Stage], current: BaseModel | None, fields: dict[str, Any]) -> _Stage:
+    """A new ``kind`` with ``current``'s settings and ``fields`` on top (validated again)."""
+    values = {name: getattr(current, name) for name in kind.model_fields} if current is not None else {}
+    return kind(**{**values, **fields})
 
 
 def io_manager_key(name: str) -> str:
@@ -306,9 +390,9 @@ def with_automation(definitions: dg.Definitions, condition: dg.AutomationConditi
     """``definitions`` with ``condition`` set on every asset it builds."""
     if condition is None:
         return definitions
-    assets = dg.map_asset_specs(
-        lambda spec: spec.replace_attributes(automation_condition=condition), definitions.assets
-    )
+    # The stage builders return asset definitions only, never bare specs or source assets.
+    built = cast(list[dg.AssetsDefinition], list(definitions.assets or []))
+    assets = dg.map_asset_specs(lambda spec: spec.replace_attributes(automation_condition=condition), built)
     return dg.Definitions(
         assets=assets,
         asset_checks=definitions.asset_checks,

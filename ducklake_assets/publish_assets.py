@@ -6,14 +6,17 @@ turns it into an asset and reports it.
 import dataclasses
 import functools
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from .backup_assets import run_checks, upstream_asset_keys
 from .core.errors import ConfigurationError, DuckLakeAssetsError
-from .core.lake import LakeSettings, absolute_local_path
+from .core.lake import LakeSettings
+from .core.locations import absolute_local_path
 from .core.publish import (
+    KEEP_REVISIONS,
     PublishResult,
     StrangerReport,
     attach_statement,
@@ -26,17 +29,17 @@ from .core.publish import (
     verify_as_stranger,
 )
 from .core.storage import ObjectStore
-from .metadata import markdown_table
+from .metadata import Metadata, markdown_table
 from .resources import lake_and_store
 
 _TABLE_NAMES = "table_names"
 _VERIFIED = "verified_as_stranger"
 
 
-def _publish_metadata(name: str, result: PublishResult) -> dict[str, object]:
+def _publish_metadata(name: str, result: PublishResult) -> Metadata:
     contents = result.contents
     pinned_url = revision_uri(result.reader_url, result.revision.number, contents.snapshot_id)
-    metadata: dict[str, object] = {
+    metadata: Metadata = {
         "up_to_date": result.up_to_date,
         "attach": dg.MetadataValue.md(f"```sql\n{result.attach_sql(name)}\n```"),
         "attach_sql": result.attach_sql(name),
@@ -71,7 +74,7 @@ def _publish_metadata(name: str, result: PublishResult) -> dict[str, object]:
     return metadata
 
 
-def _stranger_metadata(report: StrangerReport) -> dict[str, object]:
+def _stranger_metadata(report: StrangerReport) -> Metadata:
     return {
         "url": report.url,
         "snapshot_id": dg.MetadataValue.int(report.snapshot_id) if report.snapshot_id is not None else "not opened",
@@ -166,16 +169,21 @@ def frozen_lake_matches_catalog(
     """Whether the frozen lake at ``url`` holds the catalog's latest snapshot with the catalog's row counts
     (only behind: severity WARN)."""
     report = verified or verify_as_stranger(url, store.s3, probe_files=False)
-    check_key = {"asset_key": key.asset_key, "check_name": key.name}
     if not report.opened:
         return dg.AssetCheckResult(
-            **check_key, passed=False, description="; ".join(report.problems()), metadata=_stranger_metadata(report)
+            asset_key=key.asset_key,
+            check_name=key.name,
+            passed=False,
+            description="; ".join(report.problems()),
+            metadata=_stranger_metadata(report),
         )
+    assert report.snapshot_id is not None, "an opened frozen lake reports its snapshot"
     try:
         catalog, latest = catalog_contents(settings, report.snapshot_id)
     except DuckLakeAssetsError as error:
         return dg.AssetCheckResult(
-            **check_key,
+            asset_key=key.asset_key,
+            check_name=key.name,
             passed=False,
             description=f"The frozen lake holds snapshot {report.snapshot_id}, which cannot be compared: {error}",
             metadata=_stranger_metadata(report),
@@ -202,7 +210,8 @@ def frozen_lake_matches_catalog(
             f"({behind} snapshot(s) behind): materialize {frozen_key.to_user_string()} again"
         )
     return dg.AssetCheckResult(
-        **check_key,
+        asset_key=key.asset_key,
+        check_name=key.name,
         passed=not reasons,
         severity=dg.AssetCheckSeverity.ERROR if differing else dg.AssetCheckSeverity.WARN,
         description=(
@@ -229,7 +238,7 @@ def build_publish_definitions(
     upstream_key: dg.AssetKey | Sequence[str] | None = None,
     upstream_keys: Sequence[dg.AssetKey | str | Sequence[str]] | None = None,
     backup_uri: str | None = None,
-    keep_revisions: int = 5,
+    keep_revisions: int = KEEP_REVISIONS,
     reader_url: str | None = None,
     reader_data_path: str | None = None,
     legacy_uri: str | None = None,
@@ -365,7 +374,7 @@ def build_publish_definitions(
         for note in result.notes:
             context.log.warning(note)
         metadata = _publish_metadata(name, result)
-        verified = None
+        verified: dict[str, Any] | None = None
         if result.exposed and result.report is not None and url == publish_uri:
             published = store.stat_if_exists(publish_uri)
             if published is not None:
@@ -376,7 +385,7 @@ def build_publish_definitions(
                 }
         if verified is not None:
             metadata[_VERIFIED] = dg.MetadataValue.json(verified)
-        materialization = dg.MaterializeResult(
+        materialization: dg.MaterializeResult = dg.MaterializeResult(
             asset_key=frozen_key,
             metadata=metadata,
             data_version=dg.DataVersion(str(result.contents.snapshot_id)),
@@ -401,8 +410,10 @@ def build_publish_definitions(
             yield published.materialization
             tables, verified, up_to_date = published.tables, published.verified, published.up_to_date
         else:
-            tables = latest_metadata(context, _TABLE_NAMES) or []
-            verified = latest_metadata(context, _VERIFIED)
+            recorded_tables = latest_metadata(context, _TABLE_NAMES)
+            recorded_verified = latest_metadata(context, _VERIFIED)
+            tables = recorded_tables if isinstance(recorded_tables, list) else []
+            verified = recorded_verified if isinstance(recorded_verified, dict) else None
         expected = sorted({*tables, *(table_key(t) for t in expected_tables)})
 
         @functools.cache

@@ -69,8 +69,8 @@ class S3Resource(dg.ConfigurableResource):
             virtual_style=self.addressing_style == "virtual",
         )
 
-    def get_client(self):
-        """A boto3 S3 client."""
+    def get_client(self) -> Any:
+        """A boto3 S3 client (boto3 makes its client classes at run time, so they have no static type)."""
         return self.settings().boto3_client()
 
 

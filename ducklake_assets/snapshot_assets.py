@@ -18,7 +18,8 @@ import dagster as dg
 import duckdb
 
 from .core.errors import DuckLakeAssetsError, NotFoundError
-from .core.lake import LakeSettings, connect_lake, is_remote
+from .core.lake import LakeSettings, connect_lake
+from .core.locations import is_remote
 from .core.progress import ProgressLog
 from .core.registration import (
     BadFiles,
@@ -32,7 +33,7 @@ from .core.registration import (
 from .core.retry import RetryPolicy
 from .core.sources import FileSource, NewFileOrder, SourceFile, find_new_files
 from .core.storage import ObjectStore
-from .metadata import markdown_table
+from .metadata import Metadata, markdown_table
 from .partitions import SourcePartitions
 from .resources import DuckLakeResource, S3Resource
 from .translator import DuckLakeTranslator, LakeTable, table_specs
@@ -230,11 +231,14 @@ def registration_assets(
             files, unnamed = _list_partitions(context, source, partitions, store, bad_files)
         else:
             marks = _producer_marks(context, source_deps)
-            files = _reported_files(context, source, snapshot_key, source_deps, marks)
-            unnamed = {}
-        if files is None:
-            files, unnamed = source.list_named_files(store) if bad_files == "skip" else (source.list_files(store), {})
-            context.log.info(f"Listed {len(files) + len(unnamed)} source files in {source.root}")
+            reported = _reported_files(context, source, snapshot_key, source_deps, marks)
+            if reported is not None:
+                files, unnamed = reported, {}
+            else:
+                files, unnamed = (
+                    source.list_named_files(store) if bad_files == "skip" else (source.list_files(store), {})
+                )
+                context.log.info(f"Listed {len(files) + len(unnamed)} source files in {source.root}")
         if snapshot_key not in selected:
             chosen = {table for table, key in table_keys.items() if key in selected}
             files = [file for file in files if (file.schema.lower(), file.table.lower()) in chosen]
@@ -394,7 +398,7 @@ def _changed(table: TableSummary, result: RegistrationResult) -> bool:
     )
 
 
-def table_metadata(table: TableSummary, snapshot_id: int) -> dict[str, object]:
+def table_metadata(table: TableSummary, snapshot_id: int) -> Metadata:
     """What a person wants to see about one table after a registration."""
     return {
         "dagster/row_count": table.row_count,
@@ -408,9 +412,9 @@ def table_metadata(table: TableSummary, snapshot_id: int) -> dict[str, object]:
     }
 
 
-def snapshot_metadata(result: RegistrationResult) -> dict[str, object]:
+def snapshot_metadata(result: RegistrationResult) -> Metadata:
     """What a person wants to see about a registration in the Dagster UI."""
-    metadata: dict[str, object] = {
+    metadata: Metadata = {
         "snapshot_id": result.snapshot_id,
         "new_snapshot": result.created_snapshot,
         "files_added": len(result.files_added),

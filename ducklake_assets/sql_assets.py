@@ -15,7 +15,7 @@ from .core.sql_commands import (
     run_sql_commands,
     table_summary,
 )
-from .metadata import markdown_table
+from .metadata import Metadata, markdown_table
 from .resources import DuckLakeResource
 
 
@@ -127,9 +127,9 @@ def ducklake_sql_asset(
     return _sql_asset
 
 
-def sql_commands_metadata(results: Sequence[CommandResult], info: CatalogInfo) -> dict[str, Any]:
+def sql_commands_metadata(results: Sequence[CommandResult], info: CatalogInfo) -> Metadata:
     """Materialization metadata: a command table, the first rows of each query, and the catalog after."""
-    metadata: dict[str, Any] = {
+    metadata: Metadata = {
         "command_count": len(results),
         "commands": dg.MetadataValue.md(
             markdown_table(

@@ -8,6 +8,7 @@ resources. The YAML component's ``translation:`` key builds the same hook from a
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any, TypedDict
 
 import dagster as dg
 
@@ -94,25 +95,43 @@ class DuckLakeTranslator:
         )
 
 
+class SpecAttributes(TypedDict, total=False):
+    """``dg.AssetSpec`` attributes a translation sets; every key is optional, left-out keys keep the spec's.
+
+    ``key`` is ``"a/b/c"`` or a list of parts, ``key_prefix`` a string or list put before the key.
+    ``None`` clears an attribute, as it does in ``dg.AssetSpec.replace_attributes``.
+    """
+
+    key: str | Sequence[str]
+    key_prefix: str | Sequence[str] | None
+    group_name: str | None
+    description: str | None
+    owners: Sequence[str] | None
+    tags: Mapping[str, str] | None
+    metadata: Mapping[str, Any] | None
+    automation_condition: dg.AutomationCondition | None
+    freshness_policy: dg.FreshnessPolicy | None
+
+
 class AttributesTranslator(DuckLakeTranslator):
     """A translator that applies the same attributes to every table, then per-table ones on top.
 
-    ``every`` and each value of ``tables`` (keyed by table name, or ``schema.name``) are mappings of
-    ``dg.AssetSpec`` attributes: ``key``, ``key_prefix``, ``group_name``, ``description``, ``owners``,
+    ``every`` and each value of ``tables`` (keyed by table name, or ``schema.name``) are
+    :class:`SpecAttributes`: ``key``, ``key_prefix``, ``group_name``, ``description``, ``owners``,
     ``tags``, ``metadata``, ``automation_condition``, ``freshness_policy``. ``tags`` and ``metadata``
     are merged; the rest replace. This is what the YAML component's ``translation:`` builds.
     """
 
     def __init__(
         self,
-        every: Mapping[str, object] | None = None,
-        tables: Mapping[str, Mapping[str, object]] | None = None,
+        every: SpecAttributes | None = None,
+        tables: Mapping[str, SpecAttributes] | None = None,
         base: DuckLakeTranslator | None = None,
     ) -> None:
         super().__init__()
         self.base = base or DuckLakeTranslator()
-        self.every = dict(every or {})
-        self.tables = {name: dict(attributes) for name, attributes in (tables or {}).items()}
+        self.every = every.copy() if every else SpecAttributes()
+        self.tables = {name: attributes.copy() for name, attributes in (tables or {}).items()}
 
     def get_asset_spec(self, table: LakeTable) -> dg.AssetSpec:
         spec = self.base.get_asset_spec(table)
@@ -121,18 +140,18 @@ class AttributesTranslator(DuckLakeTranslator):
         return spec
 
 
-def apply_attributes(spec: dg.AssetSpec, attributes: Mapping[str, object]) -> dg.AssetSpec:
+def apply_attributes(spec: dg.AssetSpec, attributes: SpecAttributes) -> dg.AssetSpec:
     """``spec`` with ``attributes`` applied: ``tags`` and ``metadata`` merged, ``key_prefix`` prepended."""
-    attributes = dict(attributes)
-    merged = {name: attributes.pop(name) for name in ("tags", "metadata") if attributes.get(name)}
-    prefix = attributes.pop("key_prefix", None)
-    if "key" in attributes:
-        key = attributes.pop("key")
-        attributes["key"] = dg.AssetKey.from_user_string(key) if isinstance(key, str) else dg.AssetKey(list(key))
+    replaced: dict[str, Any] = dict(attributes)  # keyword arguments of replace_attributes
+    merged = {name: replaced.pop(name) for name in ("tags", "metadata") if replaced.get(name)}
+    prefix = replaced.pop("key_prefix", None)
+    if "key" in replaced:
+        key = replaced.pop("key")
+        replaced["key"] = dg.AssetKey.from_user_string(key) if isinstance(key, str) else dg.AssetKey(list(key))
     if prefix:
-        key = attributes.get("key", spec.key)
-        attributes["key"] = key.with_prefix(prefix if isinstance(prefix, str) else list(prefix))
-    spec = spec.replace_attributes(**attributes) if attributes else spec
+        key = replaced.get("key", spec.key)
+        replaced["key"] = key.with_prefix(prefix if isinstance(prefix, str) else list(prefix))
+    spec = spec.replace_attributes(**replaced) if replaced else spec
     return spec.merge_attributes(**merged) if merged else spec
 
 

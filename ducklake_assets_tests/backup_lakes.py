@@ -1,4 +1,5 @@
-"""Small lakes of every catalog kind for the backup, restore and backup-check tests.
+"""Small lakes of every catalog kind for the backup, restore and backup-check tests, and the production
+matrix (:class:`Backend`: every catalog kind x data on disk or S3 x backups on disk or S3).
 
 Lakes are made the way a user makes them: ``connect_lake`` and SQL, with data inlining off so every
 insert writes a real Parquet file.
@@ -6,10 +7,13 @@ insert writes a real Parquet file.
 
 import contextlib
 import hashlib
+import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import psycopg
 import pytest
 
 from ducklake_assets.core.catalog import DuckDBCatalog, PostgresCatalog, SQLiteCatalog
@@ -17,6 +21,7 @@ from ducklake_assets.core.extensions import load_extensions
 from ducklake_assets.core.lake import LakeSettings, connect_lake
 from ducklake_assets.core.s3 import S3Settings
 from ducklake_assets.core.sql import qualified_name, quote_identifier, quote_literal
+from ducklake_assets.core.storage import ObjectStore
 from ducklake_assets_tests.services import PostgresDatabase
 
 KINDS = ["duckdb", "sqlite", "postgres"]
@@ -134,3 +139,91 @@ def reader_counts(connection: duckdb.DuckDBPyConnection) -> dict[str, int]:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Place:
+    """A folder on disk or a prefix in the test bucket: where data, sources or backups live."""
+
+    root: str
+    s3: S3Settings | None = None
+
+    def uri(self, *names: str) -> str:
+        return "/".join([self.root.rstrip("/"), *names])
+
+    @property
+    def store(self) -> ObjectStore:
+        return ObjectStore(self.s3)
+
+    def wipe(self) -> None:
+        """Lose everything here, as a disaster would."""
+        if self.s3 is None:
+            shutil.rmtree(self.root, ignore_errors=True)
+            return
+        bucket, _, prefix = self.root.removeprefix("s3://").partition("/")
+        client = self.s3.boto3_client()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/"):
+            for item in page.get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=item["Key"])
+
+    def files(self) -> dict[str, int]:
+        """Everything here, relative path -> size."""
+        found = self.store.list_prefix(self.root) if self.s3 or Path(self.root).exists() else []
+        return {item.uri.removeprefix(self.uri("")): item.size for item in found}
+
+
+def place(kind: str, tmp_path: Path, name: str, request: pytest.FixtureRequest) -> Place:
+    if kind == "local":
+        return Place(str(tmp_path / name))
+    bucket = request.getfixturevalue("s3_bucket")
+    return Place(bucket.uri(name), request.getfixturevalue("s3_settings"))
+
+
+def lose_catalog(settings: LakeSettings) -> None:
+    """The catalog database is gone: the file deleted, or every DuckLake table of the PostgreSQL database."""
+    catalog = settings.catalog
+    if isinstance(catalog, PostgresCatalog):
+        with psycopg.connect(catalog.conninfo(with_password=True), autocommit=True) as connection:
+            tables = connection.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'ducklake%'"
+            ).fetchall()
+            for (table,) in tables:
+                connection.execute(f'DROP TABLE "{table}"')
+        return
+    for path in Path(catalog.path).parent.glob(Path(catalog.path).name + "*"):
+        path.unlink()
+
+
+MATRIX = [(catalog, data, backups) for catalog in KINDS for data in ("local", "s3") for backups in ("local", "s3")]
+"""The production matrix: catalog kind, where the data files live, where the backups go."""
+
+
+@dataclass
+class Backend:
+    """One cell of the production matrix: a lake's catalog and data, and a place for its backups."""
+
+    catalog_kind: str
+    settings: LakeSettings
+    data: Place
+    backups: Place
+
+    @property
+    def s3(self) -> S3Settings | None:
+        return self.data.s3 or self.backups.s3
+
+    def lose_everything(self) -> None:
+        """The disaster: the catalog database and every data file are gone."""
+        lose_catalog(self.settings)
+        self.data.wipe()
+
+
+def backend(cell: tuple[str, str, str], tmp_path: Path, request: pytest.FixtureRequest) -> Backend:
+    catalog_kind, data_kind, backup_kind = cell
+    data = place(data_kind, tmp_path, "data", request)
+    backups = place(backup_kind, tmp_path, "backups", request)
+    pg = request.getfixturevalue("pg_database") if catalog_kind == "postgres" else None
+    settings = lake_settings(catalog_kind, tmp_path / "lake", pg)
+    settings = LakeSettings(
+        catalog=settings.catalog, data_path=data.uri(""), s3=data.s3 or backups.s3, attach_options=NO_INLINING
+    )
+    return Backend(catalog_kind, settings, data, backups)

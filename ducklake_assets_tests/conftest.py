@@ -16,6 +16,7 @@ import pytest
 from ducklake_assets.core.lake import OFFLINE_CONFIG
 from ducklake_assets.core.s3 import S3Settings
 from ducklake_assets.resources import DuckLakeResource, PostgresCatalogConfig, S3Resource
+from ducklake_assets_tests.backup_lakes import MATRIX, Backend, backend
 from ducklake_assets_tests.parquet_files import crew, parquet
 from ducklake_assets_tests.services import (
     PG_DSN_ENV,
@@ -65,7 +66,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         fixtures = set(getattr(item, "fixturenames", ()))
         parameters = getattr(getattr(item, "callspec", None), "params", {})
         # A test parametrized over the production matrix fetches its service with request.getfixturevalue.
-        if any(str(value).lower() in ("s3", "postgres", "pg") for value in parameters.values()):
+        values = [part for value in parameters.values() for part in (value if isinstance(value, tuple) else (value,))]
+        if any(str(value).lower() in ("s3", "postgres", "pg") for value in values):
             fixtures.add("s3_server")
         if item.path.name == "test_ui_end_to_end.py":
             item.add_marker(pytest.mark.ui)
@@ -196,3 +198,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     if report.skipped and os.environ.get("CI") == "true" and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, which counts as a failure: {report.longrepr}"
+
+
+@pytest.fixture(params=MATRIX, ids=["-".join(cell) for cell in MATRIX])
+def lake_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """Runs the test once per cell of the production matrix: catalog kind x data x backups, each on disk or S3."""
+    return backend(request.param, tmp_path, request)

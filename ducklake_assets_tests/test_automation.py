@@ -6,7 +6,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ducklake_assets import ConfigurationError, build_ducklake_pipeline
+from ducklake_assets import (
+    BackupOptions,
+    ConfigurationError,
+    PublishOptions,
+    ScheduleOptions,
+    build_ducklake_pipeline,
+)
 from ducklake_assets_tests.parquet_files import crew
 
 SNAPSHOT = dg.AssetKey(["space", "catalog_snapshot"])
@@ -14,15 +20,15 @@ BACKUP = dg.AssetKey(["space", "static_backup"])
 FROZEN = dg.AssetKey(["space", "frozen_lake"])
 
 
-def pipeline(tmp_path: Path, **options) -> dg.Definitions:
+def pipeline(tmp_path: Path, backup: dict | None = None, publish: dict | None = None, **options) -> dg.Definitions:
     crew(tmp_path / "data" / "astronauts.p1.parquet", 0)
     return build_ducklake_pipeline(
         name="space",
         source=str(tmp_path / "data"),
         catalog=str(tmp_path / "lake" / "space.ducklake"),
         data_path=str(tmp_path / "lake" / "files"),
-        backup_uri=str(tmp_path / "backups"),
-        publish_uri=str(tmp_path / "public" / "space.ducklake"),
+        backup=BackupOptions(uri=str(tmp_path / "backups"), **(backup or {})),
+        publish=PublishOptions(uri=str(tmp_path / "public" / "space.ducklake"), **(publish or {})),
         **options,
     )
 
@@ -58,7 +64,7 @@ def test_each_hop_runs_after_the_one_before_it(tmp_path: Path) -> None:
 
 
 def test_publish_nightly_while_backing_up_every_snapshot(tmp_path: Path) -> None:
-    defs = pipeline(tmp_path, publish_automation="0 2 * * *")
+    defs = pipeline(tmp_path, publish={"automation": "0 2 * * *"})
     instance = dg.DagsterInstance.ephemeral()
     now = datetime.now(UTC)
     next_night = (now + timedelta(days=1)).replace(hour=2, minute=0, second=0, microsecond=0)
@@ -89,7 +95,7 @@ def test_publish_nightly_while_backing_up_every_snapshot(tmp_path: Path) -> None
 
 
 def test_sensors_and_schedules_start_the_way_a_user_expects(tmp_path: Path) -> None:
-    defs = pipeline(tmp_path, backup_cron="0 * * * *", maintenance_cron="0 3 * * *")
+    defs = pipeline(tmp_path, backup={"cron": "0 * * * *"}, schedules=ScheduleOptions(maintenance_cron="0 3 * * *"))
     repository = defs.get_repository_def()
     sensors = {sensor.name: sensor for sensor in repository.sensor_defs}
     assert sensors["space_new_files"].default_status == dg.DefaultSensorStatus.RUNNING
@@ -101,12 +107,17 @@ def test_sensors_and_schedules_start_the_way_a_user_expects(tmp_path: Path) -> N
     assert schedules["space_maintenance_schedule"].cron_schedule == "0 3 * * *"
     assert {s.default_status for s in schedules.values()} == {dg.DefaultScheduleStatus.RUNNING}
 
-    manual = pipeline(tmp_path, backup_automation=None, publish_automation=None)
+    manual = pipeline(tmp_path, backup={"automation": None}, publish={"automation": None})
     assert "space_automation" not in {sensor.name for sensor in manual.get_repository_def().sensor_defs}
-    with pytest.raises(ConfigurationError, match="backup_automation must be 'eager', a cron string or None"):
-        pipeline(tmp_path, backup_automation="sometimes")
+    with pytest.raises(ConfigurationError, match="BackupOptions.automation must be 'eager', a cron string"):
+        pipeline(tmp_path, backup={"automation": "sometimes"})
 
 
 def test_the_whole_pipeline_with_every_option_loads_in_dagster(tmp_path: Path) -> None:
-    defs = pipeline(tmp_path, backup_cron="0 * * * *", maintenance_cron="0 3 * * *", publish_automation="0 2 * * *")
+    defs = pipeline(
+        tmp_path,
+        backup={"cron": "0 * * * *"},
+        publish={"automation": "0 2 * * *"},
+        schedules=ScheduleOptions(maintenance_cron="0 3 * * *"),
+    )
     dg.Definitions.validate_loadable(defs)

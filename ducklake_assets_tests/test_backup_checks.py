@@ -58,7 +58,7 @@ def checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluati
 def test_the_backup_asset_reports_what_it_wrote_and_every_check_passes(tmp_path: Path) -> None:
     settings = lake_settings("duckdb", tmp_path / "lake")
     fill(settings)
-    defs = build_backup_definitions("lake", str(tmp_path / "backups"), keep_last=5)
+    defs = build_backup_definitions("lake", str(tmp_path / "backups"), keep=5)
 
     result = materialize(defs, {"ducklake": resource_for(settings)})
 
@@ -305,7 +305,7 @@ def test_the_definitions_carry_a_schedule_a_freshness_policy_and_refuse_bad_sett
     assert [dep.asset_key for dep in spec.deps] == [dg.AssetKey(["lake", "catalog_snapshot"])]
     assert defs.assets[0].op.pool == "lake_static_backup", "two backups of one store can be kept apart"
     assert build_backup_definitions("lake", str(tmp_path / "b")).schedules == []
-    with pytest.raises(ConfigurationError, match="keep_last must be at least 1"):
-        build_backup_definitions("lake", str(tmp_path / "b"), keep_last=0)
+    with pytest.raises(ConfigurationError, match="keep must be at least 1"):
+        build_backup_definitions("lake", str(tmp_path / "b"), keep=0)
     with pytest.raises(ConfigurationError, match="max_snapshot_lag must be 0 or more"):
         build_backup_definitions("lake", str(tmp_path / "b"), max_snapshot_lag=-1)

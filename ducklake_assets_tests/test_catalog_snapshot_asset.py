@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from ducklake_assets import SourceOptions
 from ducklake_assets.core.errors import ConfigurationError
 from ducklake_assets.pipeline import build_ducklake_pipeline
 from ducklake_assets.resources import DuckLakeResource, S3Resource
@@ -94,7 +95,10 @@ def test_skipped_bad_files_are_listed_in_the_metadata(tmp_path: Path, space: Pat
     broken = space / "astronauts.p9.parquet"
     broken.write_text("not parquet")
     defs = build_ducklake_pipeline(
-        "space", str(space), str(tmp_path / "space.ducklake"), str(tmp_path / "data"), bad_files="skip"
+        "space",
+        SourceOptions(uri=str(space), bad_files="skip"),
+        str(tmp_path / "space.ducklake"),
+        str(tmp_path / "data"),
     )
 
     metadata = snapshot_metadata(materialize(defs, dg.DagsterInstance.ephemeral()))
@@ -136,7 +140,7 @@ def test_an_s3_source_lists_with_the_pipeline_s3_resource(
 
 def test_the_pipeline_shows_its_source_upstream_of_the_snapshot(tmp_path: Path, space: Path) -> None:
     defs = build_ducklake_pipeline(
-        "space", str(space), str(tmp_path / "space.ducklake"), str(tmp_path / "data"), backup_uri=str(tmp_path / "b")
+        "space", str(space), str(tmp_path / "space.ducklake"), str(tmp_path / "data"), backup=str(tmp_path / "b")
     )
 
     graph = defs.resolve_asset_graph()
@@ -150,13 +154,16 @@ def test_the_pipeline_shows_its_source_upstream_of_the_snapshot(tmp_path: Path, 
     [
         ({"name": "space missions"}, "pipeline name 'space missions' must start with a letter"),
         ({"source": "s3://bucket/space"}, r"source is on S3: pass s3=S3Resource\(...\)"),
-        ({"backup_uri": "s3://bucket/backups"}, r"backup_uri is on S3: pass s3=S3Resource"),
-        ({"publish_uri": "https://example.org/space.ducklake"}, "publish_uri .* must be a local path or an s3:// URI"),
-        ({"schema_drift": "merge"}, "schema_drift must be one of fail, ignore_extra_columns, evolve"),
-        ({"bad_files": "ignore"}, "bad_files must be one of fail, skip"),
-        ({"table_name_from": "regex"}, "give table_name_regex exactly when table_name_from='regex'"),
-        ({"table_name_from": "regex", "table_name_regex": "(.*)"}, "needs a named group 'table'"),
-        ({"sensor_order": "random"}, "sensor_order must be 'modified' or 'key'"),
+        ({"backup": "s3://bucket/backups"}, r"backup is on S3: pass s3=S3Resource"),
+        ({"publish": "https://example.org/space.ducklake"}, "publish location .* must be a local path or an s3:// URI"),
+        ({"source": {"schema_drift": "merge"}}, "SourceOptions.schema_drift: Input should be 'fail', 'ignore_extra"),
+        (
+            {"source": {"bad_files": "ignore"}},
+            "SourceOptions.bad_files: Input should be 'fail' or 'skip', got 'ignore'",
+        ),
+        ({"source": {"table_name_from": "regex"}}, "give table_name_regex exactly when table_name_from='regex'"),
+        ({"source": {"table_name_from": "regex", "table_name_regex": "(.*)"}}, "needs a named group 'table'"),
+        ({"source": {"sensor": {"order": "random"}}}, "SensorOptions.order: Input should be 'modified' or 'key'"),
         ({"data_path": ""}, "data_path must be a non-empty path or URI"),
     ],
 )
@@ -167,5 +174,8 @@ def test_the_pipeline_refuses_bad_settings_when_defined(tmp_path: Path, options:
         "catalog": str(tmp_path / "space.ducklake"),
         "data_path": str(tmp_path / "data"),
     }
+    given = settings | options
     with pytest.raises(ConfigurationError, match=message):
-        build_ducklake_pipeline(**(settings | options))
+        if isinstance(given["source"], dict):  # the source's settings: SourceOptions refuses them when made
+            given["source"] = SourceOptions(uri=str(tmp_path), **given["source"])
+        build_ducklake_pipeline(**given)

@@ -2,9 +2,7 @@
 
 import contextlib
 import importlib
-import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +13,6 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-import yaml
 from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster.components.testing import create_defs_folder_sandbox
 
@@ -347,48 +344,3 @@ def test_a_scaffolded_pipeline_loads_as_it_is() -> None:
                 "moon_lake/static_backup",
                 "moon_lake/frozen_lake",
             }
-
-
-def keys_and_defaults(schema: dict, definitions: dict, prefix: str = "") -> dict[str, str]:
-    """Every YAML key of a component schema, dotted, with its default as JSON ("required" when it has none)."""
-    found = {}
-    for key, field in schema["properties"].items():
-        found[prefix + key] = "required" if key in schema.get("required", []) else json.dumps(field.get("default"))
-        for choice in field.get("anyOf", []):
-            if "$ref" in choice:
-                nested = definitions[choice["$ref"].rsplit("/", 1)[-1]]
-                found |= keys_and_defaults(nested, definitions, f"{prefix}{key}.")
-    return found
-
-
-def component_reference() -> str:
-    """The README's section on the YAML component (up to the next top-level section)."""
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index("\n## The YAML component")
-    end = readme.find("\n## ", start + 1)
-    return readme[start : end if end != -1 else None]
-
-
-def test_the_yaml_reference_lists_every_key_with_its_default() -> None:
-    reference = component_reference()
-    schema = DuckLakePipelineComponent.model().model_json_schema()
-
-    documented = dict(re.findall(r"^\| `([\w.]+)` \| `([^`]*)` \|", reference, flags=re.MULTILINE))
-
-    assert documented == keys_and_defaults(schema, schema["$defs"])
-
-
-def test_every_yaml_example_in_the_reference_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    reference = component_reference()
-    monkeypatch.setenv("DUCKLAKE_BUCKET", "lake-bucket")
-    monkeypatch.setenv("DUCKLAKE_CATALOG_DSN", "host=db.internal dbname=lake user=etl")
-    monkeypatch.chdir(tmp_path)
-    examples = [block for block in re.findall(r"```yaml\n(.*?)```", reference, flags=re.DOTALL) if "type:" in block]
-
-    for example in examples:
-        attributes = yaml.safe_load(example)["attributes"]
-        defs = dg.build_defs_for_component(DuckLakePipelineComponent.resolve_from_dict(attributes))
-        assert defs.resolve_assets_def(["space", "frozen_lake"])
-
-    assert len(examples) == 2
-    assert (EXAMPLE / "production.yaml").read_text() in examples, "the production example is the file in the repo"

@@ -7,18 +7,15 @@ on disk or S3. Sums read every Parquet file (``count(*)`` is answered from DuckL
 
 import dataclasses
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
-import psycopg
 import pytest
 
 from ducklake_assets.core.backup import (
@@ -33,19 +30,23 @@ from ducklake_assets.core.backup import (
     read_files_index,
     unpin_backup,
 )
-from ducklake_assets.core.catalog import DuckDBCatalog, PostgresCatalog, SQLiteCatalog
+from ducklake_assets.core.catalog import DuckDBCatalog, SQLiteCatalog
 from ducklake_assets.core.errors import BackupError, ConfigurationError, RestoreError
 from ducklake_assets.core.lake import LakeSettings, connect_lake
+from ducklake_assets.core.registration import register_files
 from ducklake_assets.core.restore import restore_backup
-from ducklake_assets.core.s3 import S3Settings
+from ducklake_assets.core.sources import FileSource
 from ducklake_assets.core.sql import quote_literal
 from ducklake_assets.core.storage import ObjectStore
 from ducklake_assets_tests.backup_lakes import (
     KINDS,
     NO_INLINING,
+    Place,
     fill,
     lake_settings,
     latest_snapshot,
+    lose_catalog,
+    place,
     plain_reader,
     row_counts,
     run,
@@ -55,46 +56,8 @@ TRIPS_SUM = sum(range(10, 100)) + sum(range(100, 110))
 STATIONS_SUM = sum(range(7))
 
 
-@dataclass
-class Place:
-    """A folder on disk or a prefix in the test bucket: where data, sources or backups live."""
-
-    root: str
-    s3: S3Settings | None = None
-
-    def uri(self, *names: str) -> str:
-        return "/".join([self.root.rstrip("/"), *names])
-
-    @property
-    def store(self) -> ObjectStore:
-        return ObjectStore(self.s3)
-
-    def wipe(self) -> None:
-        """Lose everything here, as a disaster would."""
-        if self.s3 is None:
-            shutil.rmtree(self.root, ignore_errors=True)
-            return
-        bucket, _, prefix = self.root.removeprefix("s3://").partition("/")
-        client = self.s3.boto3_client()
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/"):
-            for item in page.get("Contents", []):
-                client.delete_object(Bucket=bucket, Key=item["Key"])
-
-    def files(self) -> dict[str, int]:
-        """Everything here, relative path -> size."""
-        found = self.store.list_prefix(self.root) if self.s3 or Path(self.root).exists() else []
-        return {item.uri.removeprefix(self.uri("")): item.size for item in found}
-
-
 def store_bytes(folder: Place) -> dict[str, bytes]:
     return {str(path): path.read_bytes() for path in Path(folder.root).rglob("*") if path.is_file()}
-
-
-def place(kind: str, tmp_path: Path, name: str, request: pytest.FixtureRequest) -> Place:
-    if kind == "local":
-        return Place(str(tmp_path / name))
-    bucket = request.getfixturevalue("s3_bucket")
-    return Place(bucket.uri(name), request.getfixturevalue("s3_settings"))
 
 
 def write_parquet(target: Place, name: str, ids: range) -> str:
@@ -119,21 +82,6 @@ def make_lake(catalog_kind: str, data: Place, tmp_path: Path, request: pytest.Fi
 
 def register(settings: LakeSettings, table: str, uri: str) -> None:
     run(settings, f"CALL ducklake_add_data_files('lake', {quote_literal(table)}, {quote_literal(uri)})")
-
-
-def lose_catalog(settings: LakeSettings) -> None:
-    """The catalog database is gone: the file deleted, or every DuckLake table of the PostgreSQL database."""
-    catalog = settings.catalog
-    if isinstance(catalog, PostgresCatalog):
-        with psycopg.connect(catalog.conninfo(with_password=True), autocommit=True) as connection:
-            tables = connection.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'ducklake%'"
-            ).fetchall()
-            for (table,) in tables:
-                connection.execute(f'DROP TABLE "{table}"')
-        return
-    for path in Path(catalog.path).parent.glob(Path(catalog.path).name + "*"):
-        path.unlink()
 
 
 def restored_target(settings: LakeSettings, tmp_path: Path, data: Place) -> LakeSettings:
@@ -500,3 +448,27 @@ def test_a_restore_into_a_data_path_holding_another_file_of_that_name_is_refused
 
     assert not Path(target.catalog.path).exists()
     assert clash.read_bytes() == b"someone else's file"
+
+
+@pytest.mark.parametrize("source_kind", ["local", "s3"])
+def test_source_files_that_survive_a_disaster_are_not_registered_again_after_the_restore(
+    source_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The restore copies files registered by reference into the data path; the source folder the
+    pipeline lists still holds them, and the next registration must know them, not add them twice."""
+    sources = place(source_kind, tmp_path, "sources", request)
+    data = Place(str(tmp_path / "data"))
+    settings = dataclasses.replace(lake_settings("duckdb", tmp_path / "lake"), data_path=data.uri(""), s3=sources.s3)
+    uris = [write_parquet(sources, f"trips.p{part}.parquet", range(part * 10, part * 10 + 10)) for part in range(3)]
+    files = FileSource(sources.uri("")).list_files(sources.store)
+    with connect_lake(settings) as connection:
+        assert len(register_files(connection, settings, files).files_added) == 3
+    create_backup(settings, str(tmp_path / "backups"), data_store=sources.store)
+    lose_catalog(settings)
+    data.wipe()
+
+    restore_backup(str(tmp_path / "backups"), settings, store=ObjectStore(), data_store=ObjectStore(sources.s3))
+    with connect_lake(settings) as connection:
+        again = register_files(connection, settings, FileSource(sources.uri("")).list_files(sources.store))
+        assert again.files_added == () and again.already_registered == tuple(sorted(uris))
+        assert connection.execute("SELECT count(*), sum(id) FROM lake.trips").fetchone() == (30, sum(range(30)))

@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from ducklake_assets import SensorOptions, SourceOptions
 from ducklake_assets.core.s3 import S3Settings
 from ducklake_assets.core.sources import FileSource, find_new_files
 from ducklake_assets.core.storage import ObjectStore
@@ -22,7 +23,7 @@ from ducklake_assets_tests.services import S3Bucket
 SNAPSHOT = dg.AssetKey(["space", "catalog_snapshot"])
 
 
-def space_pipeline(source: str, tmp_path: Path, **options) -> dg.Definitions:
+def space_pipeline(source: str | SourceOptions, tmp_path: Path, **options) -> dg.Definitions:
     """The pipeline ``space`` over ``source``, its lake in ``tmp_path``."""
     return build_ducklake_pipeline("space", source, str(tmp_path / "space.ducklake"), str(tmp_path / "data"), **options)
 
@@ -88,7 +89,8 @@ def test_s3_key_order_lists_only_keys_after_the_cursor(
     local = crew(tmp_path / "crew.parquet")
     for day in range(1, 21):
         client.upload_file(str(local), s3_bucket.name, f"space/day={day:02d}/astronauts.parquet")
-    defs = space_pipeline(s3_bucket.uri("space"), tmp_path, s3=s3_resource, sensor_order="key")
+    source = SourceOptions(uri=s3_bucket.uri("space"), sensor=SensorOptions(order="key"))
+    defs = space_pipeline(source, tmp_path, s3=s3_resource)
     resources = {"space_s3": s3_resource}
 
     initial = tick(defs, None, resources)
@@ -167,11 +169,14 @@ def test_the_cursor_carries_everything_across_restarts(tmp_path: Path, order: st
         f"""
         import json, sys
         import dagster as dg
-        from ducklake_assets import build_ducklake_pipeline
+        from ducklake_assets import SensorOptions, SourceOptions, build_ducklake_pipeline
 
         defs = build_ducklake_pipeline(
-            "space", {str(source)!r}, {str(tmp_path / "space.ducklake")!r}, {str(tmp_path / "data")!r},
-            tables=["astronauts"], sensor_order={order!r},
+            "space",
+            SourceOptions(uri={str(source)!r}, sensor=SensorOptions(order={order!r})),
+            {str(tmp_path / "space.ducklake")!r},
+            {str(tmp_path / "data")!r},
+            tables=["astronauts"],
         )
         cursor = sys.stdin.read() or None
         with dg.build_sensor_context(cursor=cursor, definitions=defs) as context:

@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ducklake_assets import SourcePartitions, build_ducklake_pipeline
+from ducklake_assets import SourceOptions, SourcePartitions, build_ducklake_pipeline
 from ducklake_assets.core.claims import claimed
 from ducklake_assets.core.errors import ConfigurationError
 from ducklake_assets.core.lake import LakeSettings, connect_lake
@@ -35,12 +35,10 @@ def pipeline(
 ) -> dg.Definitions:
     return build_ducklake_pipeline(
         "space",
-        str(source),
+        SourceOptions(uri=str(source), partitions=partitions, **options),
         catalog or str(tmp_path / "space.ducklake"),
         str(tmp_path / "data"),
         tables=["astronauts"],
-        partitions=partitions,
-        **options,
     )
 
 

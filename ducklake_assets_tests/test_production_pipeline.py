@@ -36,8 +36,8 @@ def test_postgres_catalog_with_s3_data_backups_and_frozen_lake(
             password=dg.EnvVar("LAKE_PASSWORD"),
         ),
         data_path=s3_bucket.uri("lake/"),
-        backup_uri=s3_bucket.uri("backups/"),
-        publish_uri=s3_bucket.uri("public/events.ducklake"),
+        backup=s3_bucket.uri("backups/"),
+        publish=s3_bucket.uri("public/events.ducklake"),
         s3=s3,
     )
     result = dg.materialize(

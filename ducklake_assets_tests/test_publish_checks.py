@@ -7,7 +7,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from ducklake_assets import ConfigurationError, DuckLakeResource
+from ducklake_assets import ConfigurationError, DuckLakeResource, PublishOptions
 from ducklake_assets.backup_assets import build_backup_definitions
 from ducklake_assets.core.extensions import load_extensions
 from ducklake_assets.core.sql import quote_literal
@@ -130,9 +130,8 @@ def test_a_folder_of_parquet_files_becomes_a_frozen_lake_on_s3(tmp_path, s3_buck
         source=str(parquet),
         catalog=str(tmp_path / "lake" / "space.ducklake"),
         data_path=str(tmp_path / "lake" / "data"),
-        publish_uri=publish_uri,
+        publish=PublishOptions(uri=publish_uri, self_contained=True),
         s3=s3_resource,
-        self_contained=True,
     )
 
     result = dg.materialize(
@@ -158,7 +157,7 @@ def test_a_frozen_lake_on_s3_of_local_files_is_refused_with_the_fix(tmp_path, s3
         source=str(parquet),
         catalog=str(tmp_path / "lake" / "space.ducklake"),
         data_path=str(tmp_path / "lake" / "data"),
-        publish_uri=s3_bucket.uri("lakes/space.ducklake"),
+        publish=s3_bucket.uri("lakes/space.ducklake"),
         s3=s3_resource,
     )
 
@@ -177,13 +176,13 @@ def test_a_frozen_lake_on_s3_of_local_files_is_refused_with_the_fix(tmp_path, s3
 
 
 def test_a_pipeline_on_postgres_publishes_only_from_a_backup():
-    with pytest.raises(ConfigurationError, match="publish_uri needs backup_uri when the catalog is not a DuckDB file"):
+    with pytest.raises(ConfigurationError, match="publish needs backup when the catalog is not a DuckDB file"):
         build_ducklake_pipeline(
             name="space",
             source="/data/parquet",
             catalog="postgres:dbname=lake host=db.internal",
             data_path="/data/lake",
-            publish_uri="/srv/space.ducklake",
+            publish="/srv/space.ducklake",
         )
 
 

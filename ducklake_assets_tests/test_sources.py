@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from ducklake_assets.core.errors import ConfigurationError, StorageError
+from ducklake_assets.core.locations import normalize_uri
 from ducklake_assets.core.s3 import S3Settings
-from ducklake_assets.core.sources import FileSource, TableNaming, normalize_uri
+from ducklake_assets.core.sources import FileSource, TableNaming
 from ducklake_assets.core.storage import ObjectStore
 from ducklake_assets_tests.services import S3Bucket
 

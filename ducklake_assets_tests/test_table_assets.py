@@ -10,6 +10,7 @@ import duckdb
 import pandas as pd
 import pytest
 
+from ducklake_assets import SourceOptions
 from ducklake_assets.component import DuckLakePipelineComponent
 from ducklake_assets.core.extensions import load_extension
 from ducklake_assets.core.progress import ProgressLog
@@ -27,10 +28,10 @@ ASTRONAUTS = dg.AssetKey(["space", "astronauts"])
 MISSIONS = dg.AssetKey(["space", "missions"])
 
 
-def pipeline(tmp_path: Path, source: Path, **kwargs) -> dg.Definitions:
+def pipeline(tmp_path: Path, source: Path | SourceOptions, **kwargs) -> dg.Definitions:
     return build_ducklake_pipeline(
         name="space",
-        source=str(source),
+        source=source if isinstance(source, SourceOptions) else str(source),
         catalog=str(tmp_path / "lake" / "space.ducklake"),
         data_path=str(tmp_path / "lake" / "data"),
         **kwargs,
@@ -158,7 +159,7 @@ def test_a_translator_changes_keys_groups_and_owners_per_table(tmp_path: Path, s
 
 
 def test_tables_outside_schema_main_are_keyed_by_schema(tmp_path: Path, space: Path) -> None:
-    defs = pipeline(tmp_path, space, schema="crew")
+    defs = pipeline(tmp_path, SourceOptions(uri=str(space), schema="crew"))
 
     result = dg.materialize(list(defs.assets), resources=defs.resources)
 
@@ -261,7 +262,7 @@ def test_a_user_asset_reads_a_table_and_its_output_is_backed_up_after_the_next_e
         return pd.DataFrame({"crew": [len(astronauts)], "id_sum": [int(astronauts["id"].sum())]})
 
     backups = tmp_path / "backups"
-    lake = pipeline(tmp_path, space, backup_uri=str(backups), lake_writers=[crew_stats])
+    lake = pipeline(tmp_path, space, backup=str(backups), lake_writers=[crew_stats])
     defs = dg.Definitions.merge(lake, dg.Definitions(assets=[crew_stats]))
     instance = dg.DagsterInstance.ephemeral()
     backup_key = dg.AssetKey(["space", "static_backup"])
@@ -358,7 +359,7 @@ def test_secrets_from_the_environment_let_an_s3_source_show_its_tables_when_they
 def test_a_table_with_nothing_new_reports_no_files_added_and_the_backup_still_follows(
     tmp_path: Path, space: Path
 ) -> None:
-    defs = pipeline(tmp_path, space, backup_uri=str(tmp_path / "backups"))
+    defs = pipeline(tmp_path, space, backup=str(tmp_path / "backups"))
     instance = dg.DagsterInstance.ephemeral()
     dg.materialize(list(defs.assets), resources=defs.resources, instance=instance)
     parquet(space / "missions.p2.parquet", "SELECT 9 AS mission_id, 'mission 9' AS name")
@@ -437,7 +438,7 @@ def test_a_table_renamed_by_the_translator_still_loads_through_the_io_manager(tm
 def test_a_file_whose_name_gives_no_table_is_skipped_under_bad_files_skip(tmp_path: Path, space: Path) -> None:
     crew(space / "bad\x01name.parquet", 50)
     failing = pipeline(tmp_path / "failing", space)
-    skipping = pipeline(tmp_path, space, bad_files="skip")
+    skipping = pipeline(tmp_path, SourceOptions(uri=str(space), bad_files="skip"))
 
     failed = dg.materialize(list(failing.assets), resources=failing.resources, raise_on_error=False)
     result = dg.materialize(list(skipping.assets), resources=skipping.resources)

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from ducklake_assets import PublishOptions
 from ducklake_assets.core.backup import check_backup_files, create_backup, list_backups
 from ducklake_assets.core.errors import BackupError
 from ducklake_assets.core.publish import list_revisions, publish_frozen_lake, verify_as_stranger
@@ -57,10 +58,9 @@ def space_pipeline(tmp_path: Path, backup_uri: str, publish_uri: str, s3: S3Reso
         source=str(tmp_path / "source"),
         catalog=str(tmp_path / "lake" / "space.ducklake"),
         data_path=str(tmp_path / "lake" / "files"),
-        backup_uri=backup_uri,
-        publish_uri=publish_uri,
+        backup=backup_uri,
+        publish=PublishOptions(uri=publish_uri, self_contained=s3 is not None) if publish_uri else None,
         s3=s3,
-        self_contained=s3 is not None,
     )
 
 

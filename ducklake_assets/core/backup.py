@@ -44,28 +44,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import duckdb
 
 from .catalog import Catalog, DuckDBCatalog, PostgresCatalog, SQLiteCatalog
 from .errors import BackupError, CatalogConnectionError, ConfigurationError, DuckLakeAssetsError, StorageError, redact
-from .files import catalog_files_sql
-from .lake import (
-    LakeSettings,
-    absolute_local_path,
-    attach_lake,
-    connect_lake,
-    format_mismatch,
-    is_remote,
-    new_connection,
-    prepare_connection,
-)
+from .files import catalog_files_sql, normalize_data_path
+from .lake import LakeSettings, attach_lake, connect_lake, format_mismatch, new_connection, prepare_connection
+from .locations import absolute_local_path, is_remote, join_uri
 from .retry import retry_on_conflict
 from .s3 import S3Settings
 from .scratch import scratch_folder
 from .sql import qualified_name, quote_identifier, quote_literal
-from .storage import ObjectStore, StoredObject, join_uri
+from .storage import ObjectStore, StoredObject
 from .sync import Checkpoint, SyncedFile, SyncReport, Transfer, list_many, sync_files
 
 MANIFEST_TABLE = "ducklake_assets_backup_manifest"
@@ -145,7 +137,8 @@ class BackupManifest:
     @classmethod
     def from_dict(cls, values: Mapping[str, object]) -> "BackupManifest":
         fields = {field.name for field in dataclasses.fields(cls)}
-        known = {key: value for key, value in values.items() if key in fields}
+        # Values as JSON or the manifest table holds them, converted below; the constructor takes the rest as is.
+        known: dict[str, Any] = {key: value for key, value in values.items() if key in fields}
         for key in ("snapshot_time", "created_at"):
             known[key] = datetime.fromisoformat(str(known[key]))
         for key in ("snapshot_id", "size_bytes", "files", "files_bytes"):
@@ -261,12 +254,8 @@ def attach_catalog_database(
     options = ["READ_ONLY"] if read_only else []
     if isinstance(catalog, PostgresCatalog):
         options.insert(0, "TYPE postgres")
-        if catalog.password is not None:
-            secret = f"{name}_secret"
-            connection.execute(
-                f"CREATE OR REPLACE TEMPORARY SECRET {quote_identifier(secret)} "
-                f"(TYPE postgres, PASSWORD {quote_literal(catalog.password)})"
-            )
+        secret = f"{name}_secret"
+        if catalog.create_duckdb_secret(connection, secret):
             options.append(f"SECRET {quote_identifier(secret)}")
         path = catalog.conninfo()
     elif isinstance(catalog, SQLiteCatalog):
@@ -302,11 +291,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def normalize_data_path(path: str) -> str:
-    """A data path as a reader elsewhere needs it: absolute (or a URL), ending in ``/``."""
-    return absolute_local_path(path).rstrip("/") + "/"
 
 
 def _effective_data_path(settings: LakeSettings, stored: str | None) -> str:
@@ -421,6 +405,37 @@ def store_key_sql(path: str, data_path: str) -> str:
     )
 
 
+_STORE_FILES = "ducklake_assets_store_files"
+
+
+def list_store_files(
+    connection: duckdb.DuckDBPyConnection, database: str, data_path: str
+) -> list[tuple[str, str, int | None]]:
+    """Every file the catalog copy in ``database`` references, as ``(path, key in a copy store, size)``
+    sorted by key (see :func:`store_key_sql`); kept for :func:`point_at_store_files`."""
+    connection.execute(
+        f"CREATE OR REPLACE TEMPORARY TABLE {_STORE_FILES} AS SELECT *, {store_key_sql('path', '$data_path')} AS key "
+        f"FROM ({catalog_files_sql(database)})",
+        {"data_path": data_path},
+    )
+    return connection.execute(f"SELECT DISTINCT path, key, size FROM {_STORE_FILES} ORDER BY key").fetchall()
+
+
+def point_at_store_files(connection: duckdb.DuckDBPyConnection, database: str, root: str) -> None:
+    """Make every file of the copy listed by :func:`list_store_files` that does not move with its data
+    path reference its place under the store ``root`` by absolute path."""
+    for table, key, kind in (
+        ("ducklake_data_file", "data_file_id", "data"),
+        ("ducklake_delete_file", "delete_file_id", "delete"),
+    ):
+        connection.execute(
+            f"UPDATE {qualified_name(database, 'main', table)} AS f SET path = $root || m.key, "
+            f"path_is_relative = false FROM {_STORE_FILES} AS m "
+            f"WHERE m.kind = $kind AND m.file_id = f.{quote_identifier(key)} AND NOT m.relative",
+            {"root": root.rstrip("/") + "/", "kind": kind},
+        )
+
+
 def _point_at_store(connection: duckdb.DuckDBPyConnection, data_path: str, backup_uri: str) -> list[Transfer]:
     """Make the catalog copy reference the backup store; return the files to copy there.
 
@@ -433,22 +448,8 @@ def _point_at_store(connection: duckdb.DuckDBPyConnection, data_path: str, backu
         "WHERE key = 'data_path' AND scope IS NULL",
         [data_path],
     )
-    connection.execute(
-        f"CREATE TEMPORARY TABLE backup_files AS SELECT *, {store_key_sql('path', '$data_path')} AS key "
-        f"FROM ({catalog_files_sql(_TARGET)})",
-        {"data_path": data_path},
-    )
-    root = backup_uri.rstrip("/") + "/"
-    for table, key, kind in (
-        ("ducklake_data_file", "data_file_id", "data"),
-        ("ducklake_delete_file", "delete_file_id", "delete"),
-    ):
-        connection.execute(
-            f"UPDATE {qualified_name(_TARGET, 'main', table)} AS f SET path = $root || m.key, path_is_relative = false "
-            f"FROM backup_files AS m WHERE m.kind = $kind AND m.file_id = f.{quote_identifier(key)} AND NOT m.relative",
-            {"root": root, "kind": kind},
-        )
-    rows = connection.execute("SELECT DISTINCT path, key, size FROM backup_files ORDER BY key").fetchall()
+    rows = list_store_files(connection, _TARGET, data_path)
+    point_at_store_files(connection, _TARGET, backup_uri)
     return [Transfer(source, join_uri(backup_uri, key), size) for source, key, size in rows]
 
 
@@ -468,14 +469,20 @@ def _copy_catalog(
             "(check the catalog and metadata_schema settings)"
         )
     snapshots = qualified_name(_SOURCE, schema, "ducklake_snapshot")
-    snapshot_id, snapshot_time = connection.execute(
+    last_snapshot = connection.execute(
         f"SELECT snapshot_id, CAST(snapshot_time AS TIMESTAMPTZ) FROM {snapshots} ORDER BY snapshot_id DESC LIMIT 1"
     ).fetchone()
+    if last_snapshot is None:
+        raise BackupError(
+            f"{settings.describe()} holds a DuckLake catalog without any snapshot in schema {schema!r}: it is "
+            "damaged, nothing was backed up"
+        )
+    snapshot_id, snapshot_time = last_snapshot
     since_previous = None
     if previous_snapshot is not None:
-        (since_previous,) = connection.execute(
+        [(since_previous,)] = connection.execute(
             f"SELECT count(*) FROM {snapshots} WHERE snapshot_id > ?", [previous_snapshot]
-        ).fetchone()
+        ).fetchall()
     stored = dict(
         connection.execute(
             f"SELECT key, value FROM {qualified_name(_SOURCE, schema, 'ducklake_metadata')} "
@@ -526,11 +533,11 @@ def backup_table_row_counts(connection: duckdb.DuckDBPyConnection, alias: str) -
     tables = connection.execute(
         "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = ? ORDER BY ALL", [alias]
     ).fetchall()
-    counts = {}
+    counts: dict[str, int] = {}
     for schema, table in tables:
-        (counts[f"{schema}.{table}"],) = connection.execute(
+        [(counts[f"{schema}.{table}"],)] = connection.execute(
             f"SELECT count(*) FROM {qualified_name(alias, schema, table)}"
-        ).fetchone()
+        ).fetchall()
     return counts
 
 
@@ -591,10 +598,10 @@ def _verify_staged(
                 attach_options={"AUTOMATIC_MIGRATION": True},
             )
             attach_lake(connection, migrate, use=False)
-        (snapshot_id,) = connection.execute(
+        [(snapshot_id,)] = connection.execute(
             "SELECT max(snapshot_id) FROM ducklake_snapshots(?)", [reader.alias]
-        ).fetchone()
-        (data_path,) = connection.execute("SELECT data_path FROM ducklake_settings(?)", [reader.alias]).fetchone()
+        ).fetchall()
+        [(data_path,)] = connection.execute("SELECT data_path FROM ducklake_settings(?)", [reader.alias]).fetchall()
         table_rows = backup_table_row_counts(connection, reader.alias) if count_rows else None
     except (duckdb.Error, CatalogConnectionError) as error:
         raise BackupError(
@@ -729,7 +736,12 @@ def create_backup(
         newest = latest_manifest(backup_uri, store)
         previous = _info_from_manifest(backup_uri, newest) if newest else None
         listing: dict[str, StoredObject] | None = None
-        if not force and newest is not None and _holds_catalog_state(newest, settings, mode, storage_version):
+        if (
+            not force
+            and newest is not None
+            and previous is not None
+            and _holds_catalog_state(newest, settings, mode, storage_version)
+        ):
             if mode == "full":
                 listing = list_many(store, [backup_uri])
                 intact = _backup_intact(newest, previous.uri, listing, store)
@@ -842,8 +854,8 @@ def _store_bytes_after(
 ) -> int:
     """Bytes under the backup store after this run, from the listing made at its start (no second listing)."""
     sizes = {uri: item.size for uri, item in listing.items()}
-    for item in files.copied if files else []:
-        sizes[item.uri] = item.size
+    for copied in files.copied if files else []:
+        sizes[copied.uri] = copied.size
     for item in exposed:
         sizes[item.uri] = item.size
     gone = set(pruned.files)
@@ -974,7 +986,8 @@ def prune_backups(
     latest = latest_backup(backup_uri, store)
     pinned = {pin.backup_uri for pin in list_pins(backup_uri, store)}
     now = now or datetime.now(UTC)
-    removed, kept = [], []
+    removed: list[BackupInfo] = []
+    kept: list[BackupInfo] = []
     for position, info in enumerate(backups):
         protected = position == 0 or (latest is not None and info.uri == latest.uri) or info.uri in pinned
         kept_by_count = keep_last is not None and position < keep_last
@@ -1171,7 +1184,9 @@ def backup_lag(settings: LakeSettings, backup_snapshot_id: int) -> BackupLag:
             "SELECT snapshot_id, snapshot_time FROM ducklake_snapshots(?) WHERE snapshot_id > ? ORDER BY snapshot_id",
             [reader.alias, backup_snapshot_id],
         ).fetchall()
-        (latest,) = connection.execute("SELECT max(snapshot_id) FROM ducklake_snapshots(?)", [reader.alias]).fetchone()
+        [(latest,)] = connection.execute(
+            "SELECT max(snapshot_id) FROM ducklake_snapshots(?)", [reader.alias]
+        ).fetchall()
     return BackupLag(backup_snapshot_id, latest, len(newer), _utc(newer[0][1]) if newer else None)
 
 
@@ -1223,10 +1238,10 @@ def check_backup_restorable(backup: str, settings: LakeSettings, store: ObjectSt
         for name, backup_rows in backup_counts.items():
             schema, table = name.split(".", 1)
             try:
-                (catalog_rows,) = connection.execute(
+                [(catalog_rows,)] = connection.execute(
                     f"SELECT count(*) FROM {qualified_name(live.alias, schema, table)} AT (VERSION => ?)",
                     [manifest.snapshot_id],
-                ).fetchone()
+                ).fetchall()
             except duckdb.Error as error:
                 checks.append(TableRowCheck(name, backup_rows, None, redact(str(error), settings.secrets())))
                 continue

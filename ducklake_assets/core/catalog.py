@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import duckdb
+
 from .errors import ConfigurationError
 from .optional import require
+from .sql import quote_identifier, quote_literal
 
 CatalogKind = Literal["duckdb", "sqlite", "postgres"]
 
@@ -86,6 +89,18 @@ class PostgresCatalog:
 
     def metadata_path(self) -> str:
         return "postgres:" + self.conninfo()
+
+    def create_duckdb_secret(self, connection: duckdb.DuckDBPyConnection, name: str) -> bool:
+        """Hand the password to DuckDB as a temporary ``postgres`` secret called ``name``, so that no
+        ``ATTACH`` text (which can reach an error message) carries it. Without a password nothing is made
+        and ``False`` is returned."""
+        if self.password is None:
+            return False
+        connection.execute(
+            f"CREATE OR REPLACE TEMPORARY SECRET {quote_identifier(name)} "
+            f"(TYPE postgres, PASSWORD {quote_literal(self.password)})"
+        )
+        return True
 
     def describe(self) -> str:
         shown = " ".join(f"{key}={value}" for key, value in self.params)

@@ -25,7 +25,10 @@ import duckdb
 from .errors import ExtensionNotAvailableError
 from .sql import quote_identifier, quote_literal
 
-OFFLINE_CONFIG: Mapping[str, object] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+ConfigValue = str | bool | int | float | list[str]
+"""A DuckDB setting's value, as ``duckdb.connect(config=...)`` takes it."""
+
+OFFLINE_CONFIG: Mapping[str, ConfigValue] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 """DuckDB settings of every connection the library opens: no extension is ever downloaded or loaded implicitly."""
 
 _verified: dict[str, tuple[int, int, int]] = {}
@@ -97,7 +100,7 @@ def verify_once(path: Path) -> None:
 
 
 def open_with_extensions(
-    database: str, config: Mapping[str, object], names: Sequence[str]
+    database: str, config: Mapping[str, ConfigValue], names: Sequence[str]
 ) -> duckdb.DuckDBPyConnection:
     """``duckdb.connect(database, config=config)`` with the extensions ``names`` loaded, each binary's
     signature checked once per process rather than once per connection (see the module's docstring)."""

@@ -8,17 +8,18 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
 from .catalog import Catalog, DuckDBCatalog, PostgresCatalog, SQLiteCatalog, parse_catalog
 from .errors import CatalogConnectionError, ConfigurationError, ReadOnlyLakeError, redact
-from .extensions import OFFLINE_CONFIG, load_extensions, open_with_extensions
+from .extensions import OFFLINE_CONFIG, ConfigValue, load_extensions, open_with_extensions
+from .locations import absolute_local_path, is_remote
 from .retry import RetryLogger, RetryPolicy, retry_on_conflict
 from .s3 import S3Settings
-from .sql import OptionValue, option_value, qualified_name, quote_identifier, quote_literal
+from .sql import OptionValue, options_clause, qualified_name, quote_identifier, quote_literal
 
-_REMOTE_PREFIXES = ("s3://", "s3a://", "s3n://", "http://", "https://", "gs://", "gcs://", "r2://", "az://")
 _READ_ONLY_ERROR = re.compile(r"read-only mode|read only mode|attached in read-only", re.IGNORECASE)
 _FORMAT_MISMATCH = re.compile(r"catalog version is (\S+), but the extension requires version (\S+?)\.?(\s|$)")
 
@@ -28,19 +29,6 @@ def format_mismatch(error: str) -> tuple[str, str] | None:
     format than the running ``ducklake`` extension; ``None`` for any other error."""
     match = _FORMAT_MISMATCH.search(error)
     return (match[1], match[2]) if match else None
-
-
-def is_remote(uri: str) -> bool:
-    """Whether ``uri`` names an object store or web location rather than a local path."""
-    return uri.lower().startswith(_REMOTE_PREFIXES)
-
-
-def absolute_local_path(path: str) -> str:
-    """A local path made absolute; a remote URI returned unchanged."""
-    if is_remote(path):
-        return path
-    trailing = "/" if path.endswith(("/", "\\")) else ""
-    return str(Path(path).expanduser().resolve()) + trailing
 
 
 def metadata_database(alias: str) -> str:
@@ -73,7 +61,7 @@ class LakeSettings:
     s3: S3Settings | None = None
 
     @classmethod
-    def from_strings(cls, catalog: str, data_path: str | None = None, **kwargs) -> "LakeSettings":
+    def from_strings(cls, catalog: str, data_path: str | None = None, **kwargs: Any) -> "LakeSettings":
         """Build from a DuckLake catalog string such as ``lake.ducklake`` or ``postgres:dbname=x``."""
         return cls(catalog=parse_catalog(catalog), data_path=data_path, **kwargs)
 
@@ -109,7 +97,7 @@ def new_connection(
     memory_limit: str | None = None,
     threads: int | None = None,
     database: str = ":memory:",
-    config: Mapping[str, object] | None = None,
+    config: Mapping[str, ConfigValue] | None = None,
     extensions: Sequence[str] = (),
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the resource limits applied and ``extensions`` loaded.
@@ -135,28 +123,21 @@ def prepare_connection(connection: duckdb.DuckDBPyConnection, settings: LakeSett
 
 def attach_lake(connection: duckdb.DuckDBPyConnection, settings: LakeSettings, *, use: bool = True) -> None:
     """Attach the lake described by ``settings`` to ``connection`` (and ``USE`` it)."""
-    options: dict[str, str] = {}
+    options: dict[str, OptionValue | dict[str, str]] = {}
     data_path = absolute_local_path(settings.data_path) if settings.data_path else None
     if data_path:
         if not is_remote(data_path) and not data_path.endswith("/"):
             data_path += "/"
-        options["DATA_PATH"] = quote_literal(data_path)
+        options["DATA_PATH"] = data_path
     if settings.read_only:
-        options["READ_ONLY"] = "true"
+        options["READ_ONLY"] = True
     if settings.metadata_schema:
-        options["METADATA_SCHEMA"] = quote_literal(settings.metadata_schema)
+        options["METADATA_SCHEMA"] = settings.metadata_schema
     catalog = settings.catalog
-    if isinstance(catalog, PostgresCatalog) and catalog.password is not None:
-        secret = f"__ducklake_assets_pg_{settings.alias}"
-        connection.execute(
-            f"CREATE OR REPLACE TEMPORARY SECRET {quote_identifier(secret)} "
-            f"(TYPE postgres, PASSWORD {quote_literal(catalog.password)})"
-        )
-        options["METADATA_PARAMETERS"] = f"MAP {{'SECRET': {quote_literal(secret)}}}"
-    for name, value in settings.attach_options.items():
-        if not name.replace("_", "").isalnum() or not name.isascii():
-            raise ConfigurationError(f"attach option name {name!r} must be a plain word like DATA_INLINING_ROW_LIMIT")
-        options[name.upper()] = option_value(value)
+    secret = f"__ducklake_assets_pg_{settings.alias}"
+    if isinstance(catalog, PostgresCatalog) and catalog.create_duckdb_secret(connection, secret):
+        options["METADATA_PARAMETERS"] = {"SECRET": secret}
+    clause = options_clause({**options, **settings.attach_options}, what="attach option")
     if isinstance(catalog, DuckDBCatalog | SQLiteCatalog) and not settings.read_only:
         folder = Path(catalog.path).expanduser().resolve().parent
         try:
@@ -167,7 +148,6 @@ def attach_lake(connection: duckdb.DuckDBPyConnection, settings: LakeSettings, *
             ) from None
     if data_path and not is_remote(data_path) and not settings.read_only:
         _check_creatable(data_path, settings)
-    clause = " (" + ", ".join(f"{k} {v}" for k, v in options.items()) + ")" if options else ""
     sql = f"ATTACH {quote_literal('ducklake:' + catalog.metadata_path())} AS {quote_identifier(settings.alias)}{clause}"
     try:
         connection.execute(sql)
@@ -223,9 +203,9 @@ def _ensure_local_data_path(connection: duckdb.DuckDBPyConnection, settings: Lak
     if not effective or is_remote(effective) or Path(effective).exists():
         return
     metadata = metadata_prefix(settings.alias, settings.metadata_schema)
-    (relative_files,) = connection.execute(
+    [(relative_files,)] = connection.execute(
         f"SELECT count(*) FROM {metadata}.ducklake_data_file WHERE path_is_relative AND end_snapshot IS NULL"
-    ).fetchone()
+    ).fetchall()
     if relative_files:
         connection.execute(f"DETACH {quote_identifier(settings.alias)}")
         raise CatalogConnectionError(
@@ -241,7 +221,7 @@ def connect_lake(
     settings: LakeSettings,
     *,
     database: str = ":memory:",
-    config: Mapping[str, object] | None = None,
+    config: Mapping[str, ConfigValue] | None = None,
     retry: RetryPolicy | None = None,
     log: RetryLogger | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -23,20 +23,22 @@ DuckLake 1.5 maintains a lake with four functions, and two of them, measured, br
 A dry run changes nothing and reports what each step would do.
 """
 
+import bisect
 import functools
-import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 
 import duckdb
 
 from .backup import backup_referenced_files, catalog_file_references, list_backups
 from .errors import ConfigurationError, MaintenanceError, StorageError, redact
-from .lake import LakeSettings, connect_lake, is_remote, metadata_prefix
+from .files import lake_data_path, lake_files, scheduled_files
+from .lake import LakeSettings, connect_lake, metadata_prefix
+from .locations import is_within
 from .publish import list_revisions
 from .retry import RetryLogger, RetryPolicy, execute_with_retry
 from .sql import quote_identifier
@@ -172,6 +174,17 @@ class MaintenanceReport:
         return [decision.path for decision in self.files if decision.action == action]
 
 
+class _StepResults(TypedDict, total=False):
+    """The :class:`MaintenanceReport` fields the chosen steps fill in."""
+
+    flushed: dict[str, int]
+    merged: dict[str, tuple[int, int]]
+    merge_skipped: dict[str, str]
+    expired_snapshots: tuple[int, ...]
+    protected_snapshots: tuple[int, ...]
+    files: tuple[FileDecision, ...]
+
+
 def run_maintenance(
     settings: LakeSettings,
     *,
@@ -202,7 +215,7 @@ def run_maintenance(
         )
     chosen = tuple(step for step in STEPS if step in steps)
     store = store or ObjectStore(settings.s3)
-    results: dict[str, object] = {}
+    results: _StepResults = {}
     expiring: tuple[int, ...] = ()
     with connect_lake(settings, retry=retry, log=log) as connection:
         run = _Run(settings, policy, retained, dry_run, store, retry, log, connection)
@@ -233,8 +246,7 @@ class _Run:
 
     @functools.cached_property
     def data_path(self) -> str:
-        (path,) = self.connection.execute("SELECT data_path FROM ducklake_settings(?)", [self.alias]).fetchone()
-        return path if path.endswith("/") else path + "/"
+        return lake_data_path(self.connection, self.settings)
 
     @property
     def alias(self) -> str:
@@ -277,9 +289,9 @@ class _Run:
             f"JOIN {self.metadata}.ducklake_schema s ON s.schema_id = t.schema_id AND s.end_snapshot IS NULL"
         ).fetchall()
         for schema, table, inlined_table in inlined:
-            (count,) = self.connection.execute(
+            [(count,)] = self.connection.execute(
                 f"SELECT count(*) FROM {self.metadata}.{quote_identifier(inlined_table)} WHERE end_snapshot IS NULL"
-            ).fetchone()
+            ).fetchall()
             if count:
                 key = f"{schema}.{table}"
                 pending[key] = pending.get(key, 0) + count
@@ -293,7 +305,7 @@ class _Run:
             files = self.connection.execute(
                 "SELECT data_file FROM ducklake_list_files(?, ?, schema => ?)", [self.alias, table, schema]
             ).fetchall()
-            outside = [path for (path,) in files if not _under(path, self.data_path)]
+            outside = [path for (path,) in files if not is_within(path, self.data_path)]
             if outside and not self.policy.merge_external_files:
                 skipped[name] = f"{len(outside)} registered file(s) outside the data path, e.g. {outside[0]}"
                 continue
@@ -339,23 +351,19 @@ class _Run:
         return sorted(due)
 
     def cleanup_old_files(self, expiring: Sequence[int]) -> tuple[FileDecision, ...]:
-        scheduled = self.connection.execute(
-            f"SELECT data_file_id, path, path_is_relative, schedule_start "
-            f"FROM {self.metadata}.ducklake_files_scheduled_for_deletion ORDER BY data_file_id"
-        ).fetchall()
         due_before = datetime.now(UTC) - self.policy.cleanup_older_than
         candidates = [
-            (file_id, self.data_path + path if relative else path, start < due_before)
-            for file_id, path, relative, start in scheduled
+            (file.file_id, file.path, file.schedule_start < due_before)
+            for file in scheduled_files(self.connection, self.settings)
         ]
-        if self.dry_run and expiring:
-            candidates += [
-                (None, path, self.policy.cleanup_older_than <= timedelta(0)) for path in self.freed_by(expiring)
-            ]
         decisions = [self.decide(path, due) for _, path, due in candidates]
         if self.dry_run:
+            if expiring:
+                # Files the expiry would schedule: not scheduled yet, so they have no id.
+                freed_due = self.policy.cleanup_older_than <= timedelta(0)
+                decisions += [self.decide(path, freed_due) for path in self.freed_by(expiring)]
             return tuple(decisions)
-        done = []
+        done: list[int] = []
         try:
             for (file_id, path, _), decision in zip(candidates, decisions, strict=True):
                 if decision.action == "delete":
@@ -373,7 +381,7 @@ class _Run:
         return tuple(decisions)
 
     def decide(self, path: str, due: bool) -> FileDecision:
-        if not _under(path, self.data_path):
+        if not is_within(path, self.data_path):
             return FileDecision(path, "release", "outside the data path: handed back to its owner, never deleted")
         if self.retained.references(path):
             return FileDecision(path, "keep", "referenced by a retained backup or published revision")
@@ -391,46 +399,18 @@ class _Run:
 
     def freed_by(self, expiring: Sequence[int]) -> list[str]:
         """Files that expiring ``expiring`` would schedule for deletion: no remaining snapshot sees them."""
-        rows = self.connection.execute(
-            f"""
-            WITH files AS (
-                SELECT table_id, path, path_is_relative, begin_snapshot, end_snapshot
-                FROM {self.metadata}.ducklake_data_file WHERE end_snapshot IS NOT NULL
-                UNION ALL
-                SELECT table_id, path, path_is_relative, begin_snapshot, end_snapshot
-                FROM {self.metadata}.ducklake_delete_file WHERE end_snapshot IS NOT NULL
-            ), tables AS (
-                SELECT DISTINCT ON (table_id) table_id, schema_id, path, path_is_relative
-                FROM {self.metadata}.ducklake_table ORDER BY table_id, begin_snapshot DESC
-            ), schemas AS (
-                SELECT DISTINCT ON (schema_id) schema_id, path, path_is_relative
-                FROM {self.metadata}.ducklake_schema ORDER BY schema_id, begin_snapshot DESC
-            ), remaining AS (
-                SELECT snapshot_id FROM {self.metadata}.ducklake_snapshot WHERE NOT list_contains(?, snapshot_id)
-            )
-            SELECT f.path, f.path_is_relative, t.path, t.path_is_relative, s.path, s.path_is_relative
-            FROM files f JOIN tables t USING (table_id) JOIN schemas s USING (schema_id)
-            WHERE NOT EXISTS (
-                SELECT 1 FROM remaining r WHERE r.snapshot_id >= f.begin_snapshot AND r.snapshot_id < f.end_snapshot
-            )
-            """,
+        [(remaining,)] = self.connection.execute(
+            f"SELECT list(snapshot_id ORDER BY snapshot_id) FROM {self.metadata}.ducklake_snapshot "
+            "WHERE NOT list_contains(?, snapshot_id)",
             [list(expiring)],
         ).fetchall()
-        freed = []
-        for file_path, file_relative, table_path, table_relative, schema_path, schema_relative in rows:
-            schema_prefix = self.data_path + (schema_path or "") if schema_relative else schema_path
-            table_prefix = schema_prefix + (table_path or "") if table_relative else table_path
-            freed.append(table_prefix + file_path if file_relative else file_path)
-        return sorted(freed)
-
-
-def _under(path: str, root: str) -> bool:
-    """Whether ``path`` lies inside the folder ``root`` (symlinks resolved for local paths)."""
-    if is_remote(root) or is_remote(path):
-        relative = path.removeprefix(root)
-        return path.startswith(root) and "/../" not in "/" + relative and relative != ""
-    real_root = os.path.realpath(root)
-    return os.path.realpath(path).startswith(real_root.rstrip(os.sep) + os.sep)
+        remaining = remaining or []
+        return sorted(
+            file.path
+            for file in lake_files(self.connection, self.settings)
+            if file.end_snapshot is not None
+            and bisect.bisect_left(remaining, file.begin_snapshot) == bisect.bisect_left(remaining, file.end_snapshot)
+        )
 
 
 def _duration(value: timedelta) -> str:

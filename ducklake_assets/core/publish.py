@@ -37,10 +37,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 
-from .backup import DATA_FOLDER, MANIFEST_TABLE, fetch_backup, latest_manifest, resolve_backup_file, store_key_sql
+from .backup import (
+    DATA_FOLDER,
+    MANIFEST_TABLE,
+    fetch_backup,
+    latest_manifest,
+    list_store_files,
+    point_at_store_files,
+    resolve_backup_file,
+)
 from .catalog import DuckDBCatalog
 from .errors import (
     AlreadyExistsError,
@@ -52,20 +61,12 @@ from .errors import (
     redact,
 )
 from .files import catalog_files_sql
-from .lake import (
-    LakeSettings,
-    absolute_local_path,
-    connect_lake,
-    format_mismatch,
-    is_remote,
-    metadata_database,
-    metadata_prefix,
-    new_connection,
-)
+from .lake import LakeSettings, connect_lake, format_mismatch, metadata_database, metadata_prefix, new_connection
+from .locations import absolute_local_path, is_remote, join_uri
 from .s3 import S3Settings
 from .scratch import scratch_folder
 from .sql import qualified_name, quote_identifier, quote_literal
-from .storage import ObjectStore, StoredObject, join_uri
+from .storage import ObjectStore, StoredObject
 from .sync import Checkpoint, SyncReport, Transfer, list_many, sync_files
 
 PUBLICATION_TABLE = "ducklake_assets_publication"
@@ -172,6 +173,10 @@ class StrangerReport:
         if self.unreadable_files:
             found.append(f"data files a reader cannot open: {', '.join(self.unreadable_files)}")
         return found
+
+
+KEEP_REVISIONS = 5
+"""Revisions of a frozen lake kept by default, besides the current one, for readers still using them."""
 
 
 def report_to_json(report: StrangerReport) -> dict[str, object]:
@@ -330,7 +335,7 @@ def publish_frozen_lake(
     publish_uri: str,
     *,
     store: ObjectStore | None = None,
-    keep_revisions: int = 5,
+    keep_revisions: int = KEEP_REVISIONS,
     reader_url: str | None = None,
     data_path: str | None = None,
     reader_data_path: str | None = None,
@@ -463,7 +468,7 @@ def publish_frozen_lake(
                 f"Revision {number} was not made current: revision {superseded_by}, published meanwhile, is "
                 f"newer. Revision {number} stays readable at {revision_location}."
             )
-        if legacy_copy is not None and superseded_by is None:
+        if legacy_copy is not None and legacy_uri and superseded_by is None:
             try:
                 store.put_file(legacy_copy, absolute_local_path(legacy_uri))
             except StorageError as error:
@@ -482,13 +487,29 @@ def publish_frozen_lake(
         contents=contents,
         source_format_version=source_version,
         data_path=resolved_data_path,
-        legacy_uri=absolute_local_path(legacy_uri) if legacy_copy is not None and superseded_by is None else None,
+        legacy_uri=absolute_local_path(legacy_uri)
+        if legacy_copy is not None and legacy_uri and superseded_by is None
+        else None,
         pruned=tuple(pruned),
         notes=tuple(notes),
         report=report,
         superseded_by=superseded_by,
         files=files,
     )
+
+
+class _StagedRevision(NamedTuple):
+    """A revision prepared in the scratch folder by :func:`_stage_revision`, not stored yet."""
+
+    copy: Path
+    legacy_copy: Path | None
+    described: str
+    resolved_data_path: str | None
+    files: SyncReport | None
+    source_version: str
+    contents: LakeContents
+    notes: list[str]
+    state: str
 
 
 def _stage_revision(
@@ -505,7 +526,7 @@ def _stage_revision(
     number: int,
     checkpoint: Checkpoint | None,
     settings: dict[str, object],
-):
+) -> _StagedRevision:
     """Read the source into a private copy, make it readable from anywhere, migrate and stamp it.
 
     Runs after the revision number is claimed, so a higher number always holds a source read later.
@@ -550,7 +571,9 @@ def _stage_revision(
         raise PublishError(
             f"Cannot prepare the frozen lake for {publish_uri}: {error}. {publish_uri} is left as it was."
         ) from None
-    return copy, legacy_copy, described, resolved_data_path, files, source_version, contents, notes, state
+    return _StagedRevision(
+        copy, legacy_copy, described, resolved_data_path, files, source_version, contents, notes, state
+    )
 
 
 def _publication_settings(
@@ -596,13 +619,17 @@ def _iso_utc(value: datetime) -> str:
     return (value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
-def _catalog_snapshot(connection: duckdb.DuckDBPyConnection, database: str) -> SourceSnapshot:
-    """The latest snapshot of the DuckLake catalog tables in ``database`` (attached as a plain database)."""
+def _catalog_snapshot(connection: duckdb.DuckDBPyConnection, database: str) -> SourceSnapshot | None:
+    """The latest snapshot of the DuckLake catalog tables in ``database`` (attached as a plain database);
+    ``None`` when it holds no snapshot."""
     prefix = f"{quote_identifier(database)}.main"
-    snapshot_id, snapshot_time = connection.execute(
+    latest = connection.execute(
         f"SELECT snapshot_id, CAST(snapshot_time AS TIMESTAMPTZ) FROM {prefix}.ducklake_snapshot "
         "ORDER BY snapshot_id DESC LIMIT 1"
     ).fetchone()
+    if latest is None:
+        return None
+    snapshot_id, snapshot_time = latest
     version = connection.execute(
         f"SELECT value FROM {prefix}.ducklake_metadata WHERE scope IS NULL AND key = 'version'"
     ).fetchone()
@@ -770,13 +797,8 @@ def _copy_files_beside(
         raise PublishError(f"{described} records no data path, so its files cannot be copied; pass data_path")
     connection = new_connection(database=str(copy))
     try:
-        (database,) = connection.execute("SELECT current_database()").fetchone()
-        connection.execute(
-            f"CREATE TEMPORARY TABLE publication_files AS SELECT *, {store_key_sql('path', '$data_path')} AS key "
-            f"FROM ({catalog_files_sql(database)})",
-            {"data_path": data_path},
-        )
-        rows = connection.execute("SELECT DISTINCT path, key, size FROM publication_files ORDER BY key").fetchall()
+        [(database,)] = connection.execute("SELECT current_database()").fetchall()
+        rows = list_store_files(connection, database, data_path)
         transfers = [Transfer(path, join_uri(target_root, key), size) for path, key, size in rows]
         externals = {t.source.rsplit("/", 1)[0] for t in transfers if not t.source.startswith(data_path)}
         try:
@@ -793,16 +815,7 @@ def _copy_files_beside(
                 f"Could not copy the data files of {described} next to {publish_uri}: {error}. "
                 f"{publish_uri} is left as it was."
             ) from None
-        for table, key, kind in (
-            ("ducklake_data_file", "data_file_id", "data"),
-            ("ducklake_delete_file", "delete_file_id", "delete"),
-        ):
-            connection.execute(
-                f"UPDATE {quote_identifier(table)} AS f SET path = $root || m.key, path_is_relative = false "
-                f"FROM publication_files AS m WHERE m.kind = $kind AND m.file_id = f.{quote_identifier(key)} "
-                "AND NOT m.relative",
-                {"root": reader_root + "/", "kind": kind},
-            )
+        point_at_store_files(connection, database, reader_root)
         new_data_path = join_uri(reader_root, DATA_FOLDER) + "/"
         connection.execute(
             "UPDATE ducklake_metadata SET value = ? WHERE scope IS NULL AND key = 'data_path'", [new_data_path]
@@ -819,7 +832,7 @@ def _refuse_unreachable_files(copy: Path, described: str, reader_url: str, reade
         return
     connection = new_connection(database=str(copy))
     try:
-        (database,) = connection.execute("SELECT current_database()").fetchone()
+        [(database,)] = connection.execute("SELECT current_database()").fetchall()
         rows = connection.execute(f"SELECT DISTINCT path FROM ({catalog_files_sql(database)}) ORDER BY 1").fetchall()
     finally:
         connection.close()
@@ -892,10 +905,13 @@ def lake_contents(
     ``metadata_schema`` is the schema of the catalog tables when the lake was attached with one.
     """
     if snapshot_id is None:
-        (snapshot_id,) = connection.execute(f"SELECT id FROM {quote_identifier(alias)}.current_snapshot()").fetchone()
-    (version,) = connection.execute(
+        [(snapshot_id,)] = connection.execute(f"SELECT id FROM {quote_identifier(alias)}.current_snapshot()").fetchall()
+    version_row = connection.execute(
         f"SELECT value FROM {quote_identifier(alias)}.options() WHERE option_name = 'version'"
     ).fetchone()
+    if version_row is None:
+        raise PublishError(f"DuckLake {alias!r} reports no format version: it is not a complete DuckLake catalog")
+    (version,) = version_row
     metadata = metadata_prefix(alias, metadata_schema)
     names = connection.execute(
         f"""
@@ -909,9 +925,9 @@ def lake_contents(
     ).fetchall()
     tables = {}
     for schema, table in names:
-        (rows,) = connection.execute(
+        [(rows,)] = connection.execute(
             f"SELECT count(*) FROM {qualified_name(alias, schema, table)} AT (VERSION => ?)", [snapshot_id]
-        ).fetchone()
+        ).fetchall()
         tables[f"{schema}.{table}"] = rows
     return LakeContents(snapshot_id=snapshot_id, format_version=version, tables=tables)
 
@@ -923,11 +939,11 @@ def catalog_contents(settings: LakeSettings, snapshot_id: int | None = None) -> 
     """
     with connect_lake(replace(settings, read_only=True)) as connection:
         alias = settings.alias
-        (latest,) = connection.execute(f"SELECT id FROM {quote_identifier(alias)}.current_snapshot()").fetchone()
+        [(latest,)] = connection.execute(f"SELECT id FROM {quote_identifier(alias)}.current_snapshot()").fetchall()
         if snapshot_id is not None:
-            (known,) = connection.execute(
+            [(known,)] = connection.execute(
                 f"SELECT count(*) FROM {quote_identifier(alias)}.snapshots() WHERE snapshot_id = ?", [snapshot_id]
-            ).fetchone()
+            ).fetchall()
             if not known:
                 raise PublishError(
                     f"Snapshot {snapshot_id} is not in catalog {settings.describe()} (latest is {latest}): the "
@@ -1022,16 +1038,20 @@ def _make_references_absolute(
     Returns the data path the published copy records and the snapshot the copy holds.
     """
     connection = new_connection(database=str(copy))
+    not_ducklake = f"{described} is not a DuckLake catalog (it has no ducklake_metadata table)."
     try:
         try:
             rows = connection.execute(
                 "SELECT key, value FROM ducklake_metadata WHERE scope IS NULL AND key IN ('data_path', 'version')"
             ).fetchall()
-            (database,) = connection.execute("SELECT current_database()").fetchone()
+            [(database,)] = connection.execute("SELECT current_database()").fetchall()
             snapshot = _catalog_snapshot(connection, database)
         except (duckdb.Error, TypeError):
-            raise PublishError(f"{described} is not a DuckLake catalog (it has no ducklake_metadata table).") from None
+            raise PublishError(not_ducklake) from None
+        if snapshot is None:
+            raise PublishError(not_ducklake)
         recorded = dict(rows).get("data_path")
+        new_data_path: str | None
         if reader_data_path:
             new_data_path = reader_data_path
         elif data_path:
@@ -1151,9 +1171,10 @@ def _stamp(copy: Path, stamp: PublicationStamp) -> None:
 def _read_revision(connection: duckdb.DuckDBPyConnection) -> int | None:
     metadata = quote_identifier(metadata_database(_STRANGER_ALIAS))
     try:
-        return connection.execute(
+        [(revision,)] = connection.execute(
             f"SELECT max(revision) FROM {metadata}.main.{quote_identifier(PUBLICATION_TABLE)}"
-        ).fetchone()[0]
+        ).fetchall()
+        return revision
     except duckdb.CatalogException:
         return None
 

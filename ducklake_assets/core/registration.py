@@ -33,11 +33,12 @@ from .catalog import DuckDBCatalog
 from .claims import claimed
 from .errors import BadSourceFileError, ConfigurationError, RegistrationError, SchemaDriftError, redact
 from .extensions import load_extension
-from .lake import LakeSettings, is_remote, metadata_database
+from .files import lake_files, restored_from, scheduled_files
+from .lake import LakeSettings, metadata_database
+from .locations import is_remote, normalize_uri
 from .retry import RetryLogger, RetryPolicy, is_write_conflict, retry_on_conflict
-from .sources import SourceFile, normalize_uri
+from .sources import SourceFile
 from .sql import STRING_LIST, qualified_name, quote_identifier, quote_literal, string_list
-from .storage import join_uri
 
 SchemaDrift = Literal["fail", "ignore_extra_columns", "evolve"]
 BadFiles = Literal["fail", "skip"]
@@ -345,16 +346,17 @@ def registered_paths(
     """Normalised paths of every data file the catalog has ever held (any snapshot, or scheduled for
     deletion), so that a file registered once is never added again. With ``among`` (locations), only
     catalog files with the same file name as one of them are read and compared: a partition run over a
-    lake of 100,000 files then normalises a few paths, not all of them."""
+    lake of 100,000 files then normalises a few paths, not all of them; and those of them whose copies a
+    restore moved into the data path count as registered too."""
+    if among is None:
+        return set(_catalog_paths(connection, settings))
+    among = list(among)
     names = None
-    if among is not None:
-        among = list(among)
-        (held,) = connection.execute(
-            f"SELECT count(*) FROM {_metadata_table(settings, 'ducklake_data_file')}"
-        ).fetchone()
-        if held > 4 * len(among):  # else reading them all is cheaper than filtering
-            names = sorted({posixpath.basename(uri) for uri in among})
-    return set(_catalog_paths(connection, settings, names=names))
+    [(held,)] = connection.execute(f"SELECT count(*) FROM {_metadata_table(settings, 'ducklake_data_file')}").fetchall()
+    if held > 4 * len(among):  # else reading them all is cheaper than filtering
+        names = sorted({posixpath.basename(uri) for uri in among})
+    paths = set(_catalog_paths(connection, settings, names=names))
+    return paths | restored_from(sorted(paths), [uri for uri in among if uri not in paths])
 
 
 def tables_with_source_files(connection: duckdb.DuckDBPyConnection, settings: LakeSettings, schema: str) -> list[str]:
@@ -383,58 +385,13 @@ def _catalog_paths(
     begin_snapshot: int | None = None,
     names: Sequence[str] | None = None,
 ) -> list[str]:
-    data_file = _metadata_table(settings, "ducklake_data_file")
-    table = _metadata_table(settings, "ducklake_table")
-    schema = _metadata_table(settings, "ducklake_schema")
-    query = f"""
-        WITH tables AS (
-            SELECT table_id, arg_max(schema_id, begin_snapshot) AS schema_id,
-                   arg_max(path, begin_snapshot) AS path, arg_max(path_is_relative, begin_snapshot) AS relative
-            FROM {table} GROUP BY table_id),
-        schemas AS (
-            SELECT schema_id, arg_max(path, begin_snapshot) AS path,
-                   arg_max(path_is_relative, begin_snapshot) AS relative
-            FROM {schema} GROUP BY schema_id)
-        SELECT f.path, f.path_is_relative, t.path, t.relative, s.path, s.relative
-        FROM {data_file} f LEFT JOIN tables t USING (table_id) LEFT JOIN schemas s ON s.schema_id = t.schema_id
-    """
-    parameters: list[object] = []
-    if begin_snapshot is not None:
-        query += " WHERE f.begin_snapshot = ?"
-        parameters.append(begin_snapshot)
-    # A semi-join on the file name (hashed), not list_contains, which would compare every row with every name.
-    by_name = f" WHERE parse_filename(path, false, '/') IN (SELECT unnest({STRING_LIST}))" if names is not None else ""
-    if names is not None:
-        query += by_name.replace(" WHERE", " AND" if begin_snapshot is not None else " WHERE").replace(
-            "(path,", "(f.path,"
-        )
-        parameters.append(string_list(names))
-    rows = connection.execute(query, parameters).fetchall()
-    data_path = _data_path(connection, settings)
-    paths = [_resolve(row, data_path) for row in rows]
+    """Normalised paths of the catalog's data files (those ``begin_snapshot`` added, else every one ever
+    held, scheduled for deletion included), of the file ``names`` only when given."""
+    files = lake_files(connection, settings, kind="data", begin_snapshot=begin_snapshot, file_names=names)
+    paths = [file.path for file in files]
     if begin_snapshot is None:
-        scheduled = _metadata_table(settings, "ducklake_files_scheduled_for_deletion")
-        scheduled_rows = connection.execute(
-            f"SELECT path, path_is_relative FROM {scheduled}{by_name}",
-            [string_list(names)] if names is not None else [],
-        ).fetchall()
-        for path, relative in scheduled_rows:
-            paths.append(join_uri(data_path, path) if relative else path)
+        paths += [file.path for file in scheduled_files(connection, settings, file_names=names)]
     return [normalize_uri(path) for path in paths]
-
-
-def _data_path(connection: duckdb.DuckDBPyConnection, settings: LakeSettings) -> str:
-    row = connection.execute("SELECT data_path FROM ducklake_settings(?)", [settings.alias]).fetchone()
-    return row[0] if row and row[0] else ""
-
-
-def _resolve(row: tuple, data_path: str) -> str:
-    path, relative, table_path, table_relative, schema_path, schema_relative = row
-    if not relative:
-        return path
-    schema_base = join_uri(data_path, schema_path or "") if schema_relative else (schema_path or data_path)
-    table_base = join_uri(schema_base, table_path or "") if table_relative else (table_path or schema_base)
-    return join_uri(table_base, path)
 
 
 def _read_columns(
@@ -799,10 +756,16 @@ def _claim_table(connection: duckdb.DuckDBPyConnection, settings: LakeSettings, 
     DuckLake lets two transactions insert into one table side by side; both would register the same
     new file. An alteration (even to the same comment) makes the later commit fail as a conflict.
     """
-    (comment,) = connection.execute(
+    row = connection.execute(
         "SELECT comment FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? AND table_name = ?",
         [settings.alias, plan.schema, plan.name],
     ).fetchone()
+    if row is None:
+        raise RegistrationError(
+            f"Table {plan.display_name} was dropped while files were being registered into it, so nothing was "
+            "registered; run the registration again"
+        )
+    (comment,) = row
     connection.execute(f"COMMENT ON TABLE {table} IS {'NULL' if comment is None else quote_literal(comment)}")
 
 
@@ -929,13 +892,16 @@ def _folder_glob(folder: str, uris: list[str]) -> "_Glob | None":
 
 
 def _current_snapshot(connection: duckdb.DuckDBPyConnection, settings: LakeSettings) -> int:
-    return connection.execute("SELECT max(snapshot_id) FROM ducklake_snapshots(?)", [settings.alias]).fetchone()[0]
+    [(snapshot_id,)] = connection.execute(
+        "SELECT max(snapshot_id) FROM ducklake_snapshots(?)", [settings.alias]
+    ).fetchall()
+    return snapshot_id
 
 
 def _snapshot_with_info(connection: duckdb.DuckDBPyConnection, settings: LakeSettings, info: str) -> int:
-    row = connection.execute(
-        "SELECT max(snapshot_id) FROM ducklake_snapshots(?) WHERE commit_extra_info = ?", [settings.alias, info]
-    ).fetchone()
+    # The metadata table, not ducklake_snapshots(), which works out every snapshot's changes first.
+    changes = _metadata_table(settings, "ducklake_snapshot_changes")
+    row = connection.execute(f"SELECT max(snapshot_id) FROM {changes} WHERE commit_extra_info = ?", [info]).fetchone()
     if not row or row[0] is None:
         raise RegistrationError("The registration committed but its snapshot is not in the catalog; run it again")
     return row[0]

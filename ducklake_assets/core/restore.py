@@ -37,19 +37,18 @@ from .backup import (
     ducklake_tables,
     fetch_backup,
     metadata_schema_of,
-    normalize_data_path,
     resolve_backup_file,
 )
 from .catalog import DuckDBCatalog, PostgresCatalog, SQLiteCatalog
 from .errors import BackupError, DuckLakeAssetsError, RestoreError, StorageError, redact
-from .files import catalog_files_sql
+from .files import EXTERNAL_RESTORE_FOLDER, catalog_files_sql, normalize_data_path
 from .lake import LakeSettings, attach_lake, connect_lake, format_mismatch, new_connection, prepare_connection
+from .locations import join_uri
 from .scratch import scratch_folder
 from .sql import qualified_name, quote_literal
-from .storage import ObjectStore, join_uri
+from .storage import ObjectStore
 from .sync import SyncReport, Transfer, list_many, sync_files
 
-EXTERNAL_RESTORE_FOLDER = "ducklake-assets-external"
 """Folder of a restored lake's data path that receives the files a full backup kept from outside the data path."""
 
 _BACKUP = "ducklake_assets_restore_source"
@@ -163,10 +162,13 @@ def _inspect_backup(path: Path, backup_uri: str) -> tuple[_CatalogState, str, li
     try:
         connection.execute(f"ATTACH {quote_literal(str(path))} AS {_BACKUP} (READ_ONLY)")
         state = _read_state(connection, _BACKUP, "main", f"backup {backup_uri}")
-        (data_path,) = connection.execute(
+        row = connection.execute(
             f"SELECT value FROM {qualified_name(_BACKUP, 'main', 'ducklake_metadata')} "
             "WHERE key = 'data_path' AND scope IS NULL"
         ).fetchone()
+        if row is None:
+            raise RestoreError(f"Backup {backup_uri} is not a readable DuckLake catalog: it records no data path")
+        (data_path,) = row
         return state, data_path, ducklake_tables(connection, _BACKUP, "main")
     except duckdb.Error as error:
         raise RestoreError(f"Backup {backup_uri} is not a readable DuckLake catalog: {error}") from None
@@ -430,10 +432,13 @@ def _copy_tables(
             f"{target.describe()} changed while the restore was being prepared (another writer committed); "
             "nothing was restored. Stop the writers and run the restore again."
         )
-    (backup_version,) = connection.execute(
+    row = connection.execute(
         f"SELECT value FROM {qualified_name(_BACKUP, 'main', 'ducklake_metadata')} "
         "WHERE key = 'version' AND scope IS NULL"
     ).fetchone()
+    if row is None:
+        raise RestoreError("The backup records no DuckLake format version: it is not a complete DuckLake catalog")
+    (backup_version,) = row
     if now.version != backup_version:
         raise RestoreError(
             f"Backup is DuckLake format {backup_version} but {target.describe()} is format {now.version}; "
@@ -486,9 +491,9 @@ def _check_restored(target: LakeSettings, snapshot_id: int) -> None:
     reader = dataclasses.replace(target, read_only=True)
     try:
         with connect_lake(reader) as connection:
-            (latest,) = connection.execute(
+            [(latest,)] = connection.execute(
                 "SELECT max(snapshot_id) FROM ducklake_snapshots(?)", [reader.alias]
-            ).fetchone()
+            ).fetchall()
     except (duckdb.Error, DuckLakeAssetsError) as error:
         raise RestoreError(
             f"The restored catalog {target.describe()} does not attach as a DuckLake: "

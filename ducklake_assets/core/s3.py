@@ -1,6 +1,7 @@
 """S3 settings shared by boto3 and DuckDB, so both always see the same object store."""
 
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import duckdb
@@ -38,7 +39,7 @@ class S3Settings:
             return urlsplit(self.endpoint_url).scheme != "http"
         return True
 
-    def boto3_client(self):
+    def boto3_client(self) -> Any:  # boto3 makes its client classes at run time: no static type
         """A boto3 S3 client for these settings."""
         boto3 = require("boto3", "S3")
         Config = require("botocore.config", "S3").Config  # noqa: N806

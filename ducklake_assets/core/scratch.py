@@ -69,7 +69,7 @@ def scratch_folder(purpose: str) -> Iterator[Path]:
 
 def sweep_scratch_folders() -> list[Path]:
     """Remove scratch folders of killed runs from the temporary directory; returns what was removed."""
-    removed = []
+    removed: list[Path] = []
     now = time.time()
     root = Path(tempfile.gettempdir())
     try:

@@ -18,6 +18,7 @@ It is for local testing; in production put the folder in a bucket or behind a CD
 import contextlib
 import email.utils
 import http.server
+import io
 import os
 import re
 import threading
@@ -136,7 +137,7 @@ class FrozenLakeRequestHandler(http.server.BaseHTTPRequestHandler):
                 _copy_exactly(handle, self.wfile, end - start + 1)
 
 
-def _copy_exactly(source, target, count: int) -> None:
+def _copy_exactly(source: io.BufferedIOBase, target: io.BufferedIOBase, count: int) -> None:
     while count > 0:
         block = source.read(min(count, 1 << 20))
         if not block:
@@ -164,6 +165,8 @@ def serving(folder: str | Path, host: str = "127.0.0.1", port: int = 0) -> Itera
     thread.start()
     try:
         bound_host, bound_port = server.server_address[:2]
+        # An AF_INET socket's address is always (str, int); the stub also allows bytes hosts.
+        assert isinstance(bound_host, str)
         yield f"http://{bound_host}:{bound_port}"
     finally:
         server.shutdown()

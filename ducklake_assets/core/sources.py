@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigurationError
-from .lake import is_remote
+from .locations import is_remote, is_s3, is_web, normalize_uri
 from .storage import (
     Entry,
     ObjectStore,
@@ -33,7 +32,6 @@ from .storage import (
     glob_matcher,
     is_hidden,
     micros,
-    split_s3_uri,
 )
 
 DEFAULT_PATTERN = "**/*.parquet"
@@ -41,61 +39,7 @@ TableNameFrom = Literal["file_name", "parent_folder", "regex"]
 SourceKind = Literal["folder", "s3", "manifest"]
 NewFileOrder = Literal["modified", "key"]
 
-_S3_SCHEMES = ("s3://", "s3a://", "s3n://")
-_WEB_SCHEMES = ("http://", "https://")
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def normalize_uri(path: str, base: str | None = None) -> str:
-    """The one spelling of a file location used to tell whether two listings name the same file.
-
-    Local paths become absolute (relative ones are taken from ``base``, else the working folder), with
-    ``./``, ``..`` and doubled slashes collapsed; symbolic links are kept as written. ``s3a://`` and
-    ``s3n://`` become ``s3://``. Object keys and URL paths are kept exactly: an object store treats
-    ``a//b`` and ``a/b`` as two different objects.
-    """
-    text = path if isinstance(path, str) else ""
-    if _already_normal(text):
-        return text
-    if not text.strip():
-        raise ConfigurationError("a source file path is empty")
-    lowered = text.lower()
-    if lowered.startswith(_S3_SCHEMES):
-        bucket, key = split_s3_uri(text)
-        return f"s3://{bucket}/{key}"
-    if lowered.startswith(_WEB_SCHEMES):
-        parts = urlsplit(text)
-        return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, ""))
-    if is_remote(text):
-        raise ConfigurationError(f"source file {text!r}: only local paths, s3:// and http(s):// URLs are supported")
-    if lowered.startswith("file://"):
-        text = urlsplit(text).path
-    local = os.path.expanduser(text)
-    if not os.path.isabs(local):
-        local = os.path.join(base if base is not None else os.getcwd(), local)
-    normalized = os.path.normpath(local)
-    return "/" + normalized.lstrip("/") if normalized.startswith("//") else normalized
-
-
-def _already_normal(text: str) -> bool:
-    """Whether ``text`` is already in :func:`normalize_uri`'s spelling (the common case, checked without
-    parsing: listings and the catalog hand over tens of thousands of such paths)."""
-    if text.startswith("s3://"):
-        return (
-            len(text) > 5
-            and text[5] != "/"
-            and "/" in text[5:]
-            and not any(c in text for c in "?#")
-            and ("//" not in text[5:])
-        )
-    return (
-        text.startswith("/")
-        and not text.startswith("//")
-        and "//" not in text
-        and "/./" not in text
-        and "/../" not in text
-        and not text.endswith(("/", "/.", "/.."))
-    )
 
 
 @dataclass(frozen=True)
@@ -194,7 +138,7 @@ class FileSource:
     def __post_init__(self) -> None:
         if not isinstance(self.location, str) or not self.location.strip():
             raise ConfigurationError("source must be a folder, an s3://bucket/prefix or a manifest .csv")
-        if self.location.lower().startswith(_WEB_SCHEMES):
+        if is_web(self.location):
             raise ConfigurationError(
                 f"source {self.location!r}: a web location cannot be listed; put its URLs in a manifest CSV "
                 "with a full_path column and use the manifest as the source"
@@ -206,7 +150,7 @@ class FileSource:
     def kind(self) -> SourceKind:
         if self.location.lower().endswith(".csv"):
             return "manifest"
-        return "s3" if self.location.lower().startswith(_S3_SCHEMES) else "folder"
+        return "s3" if is_s3(self.location) else "folder"
 
     @functools.cached_property
     def root(self) -> str:
@@ -217,7 +161,7 @@ class FileSource:
     @property
     def needs_s3(self) -> bool:
         """Whether listing the source (or reading its manifest) needs S3 credentials."""
-        return self.root.startswith("s3://")
+        return is_s3(self.root)
 
     def list_files(self, store: ObjectStore) -> list[SourceFile]:
         """Every source file, each with its table, sorted by location."""
@@ -332,7 +276,7 @@ class FileSource:
                 f"Manifest {location} has no full_path column; its first line must be a header naming full_path"
             )
         column = next(name for name in reader.fieldnames if name.strip() == "full_path")
-        on_s3 = location.startswith("s3://")
+        on_s3 = is_s3(location)
         base = posixpath.dirname(location) if on_s3 else os.path.dirname(location)
         files = []
         for line, row in enumerate(reader, start=2):

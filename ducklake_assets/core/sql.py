@@ -48,19 +48,23 @@ def option_value(value: OptionValue) -> str:
     return quote_literal(value)
 
 
-def options_clause(options: Mapping[str, OptionValue]) -> str:
-    """Render ``{'DATA_PATH': 'x', 'READ_ONLY': True}`` as ``(DATA_PATH 'x', READ_ONLY true)``.
+def options_clause(options: Mapping[str, OptionValue | Mapping[str, str]], *, what: str = "option") -> str:
+    """Render ``{'DATA_PATH': 'x', 'READ_ONLY': True}`` as `` (DATA_PATH 'x', READ_ONLY true)``.
 
-    Option names are keywords, not identifiers, so they are checked to be plain words.
+    Option names are keywords, not identifiers, so they are checked to be plain words (``what`` names
+    them in the error) and upper-cased; of two spellings of one name the later wins. A mapping of
+    strings becomes a ``MAP {'KEY': 'value'}``. No options, no clause.
     """
-    if not options:
-        return ""
-    rendered = []
+    rendered: dict[str, str] = {}
     for name, value in options.items():
-        if not name.replace("_", "").isalnum() or not name.isascii():
-            raise ConfigurationError(f"Option name {name!r} must be a plain word like DATA_PATH")
-        rendered.append(f"{name.upper()} {option_value(value)}")
-    return " (" + ", ".join(rendered) + ")"
+        if not isinstance(name, str) or not name.replace("_", "").isalnum() or not name.isascii():
+            raise ConfigurationError(f"{what} name {name!r} must be a plain word like DATA_INLINING_ROW_LIMIT")
+        if isinstance(value, Mapping):
+            entries = ", ".join(f"{quote_literal(key)}: {quote_literal(item)}" for key, item in value.items())
+            rendered[name.upper()] = f"MAP {{{entries}}}"
+        else:
+            rendered[name.upper()] = option_value(value)
+    return " (" + ", ".join(f"{name} {value}" for name, value in rendered.items()) + ")" if rendered else ""
 
 
 #: SQL for a list of strings bound as one JSON parameter (see :func:`string_list`).

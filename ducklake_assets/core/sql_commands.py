@@ -311,13 +311,16 @@ def catalog_info(
     ``catalog`` is the catalog's display name (already redacted, e.g. ``LakeSettings.describe()``);
     ``metadata_schema`` the schema of the catalog tables when the lake was attached with one.
     """
-    (count,) = connection.execute("SELECT count(*) FROM ducklake_snapshots(?)", [alias]).fetchone()
+    [(count,)] = connection.execute("SELECT count(*) FROM ducklake_snapshots(?)", [alias]).fetchall()
     latest_row = connection.execute(
         "SELECT snapshot_id, snapshot_time, schema_version, changes, author, commit_message "
         "FROM ducklake_snapshots(?) ORDER BY snapshot_id DESC LIMIT 1",
         [alias],
     ).fetchone()
-    latest = SnapshotInfo(*latest_row[:3], dict(latest_row[3] or {}), *latest_row[4:]) if latest_row else None
+    latest = None
+    if latest_row is not None:
+        snapshot_id, snapshot_time, schema_version, changes, author, commit_message = latest_row
+        latest = SnapshotInfo(snapshot_id, snapshot_time, schema_version, dict(changes or {}), author, commit_message)
     metadata = metadata_prefix(alias, metadata_schema)
     tables = connection.execute(
         "SELECT s.schema_name, i.table_name, i.file_count, i.file_size_bytes "
@@ -348,5 +351,5 @@ def table_summary(
             f"Table {alias}.{schema}.{table} does not exist after the SQL commands: create it in one of the "
             "commands or fix the table name given to the asset"
         )
-    (row_count,) = connection.execute(f"SELECT count(*) FROM {qualified_name(alias, schema, table)}").fetchone()
+    [(row_count,)] = connection.execute(f"SELECT count(*) FROM {qualified_name(alias, schema, table)}").fetchall()
     return row_count, columns

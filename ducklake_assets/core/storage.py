@@ -15,15 +15,15 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
-from urllib.parse import urlsplit
+from typing import Any, TypeVar
 
 from .errors import AlreadyExistsError, ChangedError, NotFoundError, StorageError
-from .lake import is_remote
+from .locations import is_remote, split_s3_uri
+from .locations import join_uri as join_uri  # the Dagster layer imports it from here
 from .optional import require
 from .s3 import S3Settings
 from .scratch import is_abandoned, temp_name
@@ -52,30 +52,14 @@ Entry = tuple[str, int, int, "str | None"]
 UTC) and, on S3, its ETag (see :meth:`ObjectStore.scan`)."""
 
 
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/a/b`` -> ``('bucket', 'a/b')``."""
-    parts = urlsplit(uri)
-    if parts.scheme not in ("s3", "s3a", "s3n") or not parts.netloc:
-        raise StorageError(f"{uri!r} is not an s3://bucket/key URI")
-    return parts.netloc, parts.path.lstrip("/")
-
-
-def join_uri(base: str, *names: str) -> str:
-    """Join path segments onto a local path or URI with ``/``."""
-    result = base
-    for name in names:
-        result = result.rstrip("/") + "/" + name.lstrip("/")
-    return result
-
-
 class ObjectStore:
     """Read, write, list and delete files by URI, on local disk or S3 (through boto3)."""
 
     def __init__(self, s3: S3Settings | None = None):
         self.s3 = s3
-        self._client = None
+        self._client: Any = None
 
-    def client(self):
+    def client(self) -> Any:  # a boto3 S3 client; boto3 makes its client classes at run time
         if self._client is None:
             self._client = (self.s3 or S3Settings()).boto3_client()
         return self._client
@@ -342,7 +326,7 @@ class ObjectStore:
             raise AlreadyExistsError(f"Cannot create {uri}: it already exists") from None
 
     @contextlib.contextmanager
-    def _locked(self, target: Path):
+    def _locked(self, target: Path) -> Iterator[None]:
         lock = target.with_name(f".{target.name}.lock")
         with open(lock, "a") as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
@@ -439,17 +423,16 @@ class ObjectStore:
             for start in range(0, len(keys), 1000):
                 batch = [{"Key": key} for key in keys[start : start + 1000]]
                 response = self._s3_call(
-                    f"s3://{bucket}/{batch[0]['Key']}",
-                    "delete",
-                    lambda bucket=bucket, batch=batch: self.client().delete_objects(
-                        Bucket=bucket, Delete={"Objects": batch, "Quiet": True}
-                    ),
+                    f"s3://{bucket}/{batch[0]['Key']}", "delete", functools.partial(self._delete_batch, bucket, batch)
                 )
                 if response.get("Errors"):
                     failed = response["Errors"][0]
                     raise StorageError(
                         f"Cannot delete s3://{bucket}/{failed.get('Key')}: S3 error {failed.get('Code')}"
                     )
+
+    def _delete_batch(self, bucket: str, batch: list[dict[str, str]]) -> Any:
+        return self.client().delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
 
     def remove_abandoned(self, listing: Iterable[StoredObject]) -> list[str]:
         """Delete the temporary files of killed writers found in ``listing`` (local folders only: an S3

@@ -26,12 +26,13 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import StorageError
-from .lake import is_remote
+from .locations import is_remote, split_s3_uri
 from .optional import require
 from .scratch import temp_name
-from .storage import ObjectStore, StoredObject, split_s3_uri
+from .storage import ObjectStore, StoredObject
 
 PART_SIZE = 16 * 1024 * 1024
 """Multipart threshold and part size of every upload, so a file's ETag can be computed locally."""
@@ -90,7 +91,7 @@ def part_size_for(size: int) -> int:
     return part
 
 
-def transfer_config():
+def transfer_config() -> Any:  # a boto3.s3.transfer.TransferConfig; boto3 has no type information
     """boto3's managed transfer settings for every copy, matching :func:`file_etag`."""
     TransferConfig = require("boto3.s3.transfer", "S3").TransferConfig  # noqa: N806
     return TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE, max_concurrency=4)
