@@ -1,5 +1,5 @@
 """Dagster definitions for static backups: the ``static_backup`` asset with its three checks (one step),
-a restore job and a schedule. How a backup is made lives in ``core/backup.py`` and ``core/restore.py``; this module
+a restore job and a schedule. How a backup is made lives in ``core/backup/`` and ``core/restore.py``; this module
 only turns it into assets and reports it.
 """
 

@@ -2,7 +2,7 @@
 
 import re
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar, cast
 
 import dagster as dg
@@ -294,41 +294,41 @@ def _as_options(value: object, kind: type[_Stage], setting: str) -> _Stage | Non
     raise ConfigurationError(f"{setting} must be {accepted}, got {value!r}")
 
 
-def _status(value: Any) -> str:
+def _status(value: Any) -> Any:
+    """A Dagster sensor or schedule status as the options spell it (``"running"``); anything else as it is."""
     return value.value.lower() if isinstance(value, dg.DefaultSensorStatus | dg.DefaultScheduleStatus) else value
 
 
-_Convert = Callable[[Any], Any]
-_FLAT_SETTINGS: dict[str, tuple[str, str, _Convert]] = {
-    "pattern": ("source", "pattern", lambda v: v),
-    "table_name_from": ("source", "table_name_from", lambda v: v),
-    "table_name_regex": ("source", "table_name_regex", lambda v: v),
-    "schema": ("source", "target_schema", lambda v: v),
-    "schema_drift": ("source", "schema_drift", lambda v: v),
-    "bad_files": ("source", "bad_files", lambda v: v),
-    "partitions": ("source", "partitions", lambda v: v),
-    "sensor_order": ("sensor", "order", lambda v: v),
-    "sensor_interval_seconds": ("sensor", "interval_seconds", lambda v: v),
-    "sensor_default_status": ("sensor", "default_status", _status),
-    "backup_uri": ("backup", "uri", lambda v: v),
-    "backup_automation": ("backup", "automation", lambda v: v),
-    "backup_cron": ("backup", "cron", lambda v: v),
-    "backup_mode": ("backup", "mode", lambda v: v),
-    "keep_backups": ("backup", "keep", lambda v: v),
-    "keep_backups_within": ("backup", "keep_within", lambda v: v),
-    "backup_max_snapshot_lag": ("backup", "max_snapshot_lag", lambda v: v),
-    "backup_max_age": ("backup", "max_age", lambda v: v),
-    "publish_uri": ("publish", "uri", lambda v: v),
-    "publish_automation": ("publish", "automation", lambda v: v),
-    "keep_revisions": ("publish", "keep_revisions", lambda v: v),
-    "self_contained": ("publish", "self_contained", lambda v: v),
-    "blocking_checks": ("checks", "blocking", lambda v: v),
-    "maintenance_cron": ("schedules", "maintenance_cron", lambda v: v),
-    "expire_snapshots_older_than": ("schedules", "expire_snapshots_older_than", lambda v: v),
-    "schedule_default_status": ("schedules", "default_status", _status),
-    "automation_default_status": ("schedules", "automation_sensor_status", _status),
+_FLAT_SETTINGS: dict[str, tuple[str, str]] = {
+    "pattern": ("source", "pattern"),
+    "table_name_from": ("source", "table_name_from"),
+    "table_name_regex": ("source", "table_name_regex"),
+    "schema": ("source", "target_schema"),
+    "schema_drift": ("source", "schema_drift"),
+    "bad_files": ("source", "bad_files"),
+    "partitions": ("source", "partitions"),
+    "sensor_order": ("sensor", "order"),
+    "sensor_interval_seconds": ("sensor", "interval_seconds"),
+    "sensor_default_status": ("sensor", "default_status"),
+    "backup_uri": ("backup", "uri"),
+    "backup_automation": ("backup", "automation"),
+    "backup_cron": ("backup", "cron"),
+    "backup_mode": ("backup", "mode"),
+    "keep_backups": ("backup", "keep"),
+    "keep_backups_within": ("backup", "keep_within"),
+    "backup_max_snapshot_lag": ("backup", "max_snapshot_lag"),
+    "backup_max_age": ("backup", "max_age"),
+    "publish_uri": ("publish", "uri"),
+    "publish_automation": ("publish", "automation"),
+    "keep_revisions": ("publish", "keep_revisions"),
+    "self_contained": ("publish", "self_contained"),
+    "blocking_checks": ("checks", "blocking"),
+    "maintenance_cron": ("schedules", "maintenance_cron"),
+    "expire_snapshots_older_than": ("schedules", "expire_snapshots_older_than"),
+    "schedule_default_status": ("schedules", "default_status"),
+    "automation_default_status": ("schedules", "automation_sensor_status"),
 }
-"""The flat keywords of earlier releases: ``keyword: (stage, field, conversion)``."""
+"""The flat keywords of earlier releases: ``keyword: (stage, field)``. Their statuses were Dagster enums."""
 
 _STAGE_OPTIONS: dict[str, type[BaseModel]] = {
     "source": SourceOptions,
@@ -347,8 +347,8 @@ def _with_flat_settings(given: dict[str, Any], flat: dict[str, Any]) -> dict[str
         raise TypeError(f"build_ducklake_pipeline() got an unexpected keyword argument {unknown[0]!r}")
     updates: dict[str, dict[str, Any]] = {}
     for keyword, value in flat.items():
-        stage, field, convert = _FLAT_SETTINGS[keyword]
-        updates.setdefault(stage, {})[field] = convert(value)
+        stage, field = _FLAT_SETTINGS[keyword]
+        updates.setdefault(stage, {})[field] = _status(value)
         where = (
             f"source=SourceOptions(sensor=SensorOptions({field}=...))"
             if stage == "sensor"

@@ -1,5 +1,5 @@
 """Dagster definitions for the frozen lake: the ``frozen_lake`` asset and, in the same step, the two checks
-that read it as a stranger would. How a frozen lake is published and read lives in ``core/publish.py``; this module only
+that read it as a stranger would. How a frozen lake is published and read lives in ``core/publish/``; this module only
 turns it into an asset and reports it.
 """
 

@@ -34,12 +34,13 @@ from typing import Literal, TypedDict
 
 import duckdb
 
-from .backup import backup_referenced_files, catalog_file_references, list_backups
+from .backup.checks import backup_referenced_files, catalog_file_references
+from .backup.manifest import list_backups
 from .errors import ConfigurationError, MaintenanceError, StorageError, redact
 from .files import lake_data_path, lake_files, scheduled_files
 from .lake import LakeSettings, connect_lake, metadata_prefix
 from .locations import is_within
-from .publish import list_revisions
+from .publish.revisions import list_revisions
 from .retry import RetryLogger, RetryPolicy, execute_with_retry
 from .sql import quote_identifier
 from .storage import ObjectStore

@@ -25,20 +25,16 @@ from pathlib import Path
 
 import duckdb
 
-from .backup import (
-    DATA_FOLDER,
-    EXTERNAL_FOLDER,
-    BackupManifest,
-    BackupResult,
+from .backup.catalog_database import (
     attach_catalog_database,
     catalog_extensions,
     catalog_file_exists,
-    create_backup,
     ducklake_tables,
-    fetch_backup,
     metadata_schema_of,
-    resolve_backup_file,
 )
+from .backup.create import BackupResult, create_backup
+from .backup.layout import DATA_FOLDER, EXTERNAL_FOLDER
+from .backup.manifest import BackupManifest, fetch_backup, resolve_backup_file
 from .catalog import DuckDBCatalog, PostgresCatalog, SQLiteCatalog
 from .errors import BackupError, DuckLakeAssetsError, RestoreError, StorageError, redact
 from .files import EXTERNAL_RESTORE_FOLDER, catalog_files_sql, normalize_data_path

@@ -1,0 +1,167 @@
+"""What the catalog already holds, read back from its metadata tables: the registered paths, the tables with
+their files, row counts and columns, and the snapshot a registration made."""
+
+import posixpath
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import duckdb
+
+from ..errors import RegistrationError
+from ..files import lake_files, restored_from, scheduled_files
+from ..lake import LakeSettings, metadata_database
+from ..locations import normalize_uri
+from ..sql import qualified_name
+
+
+@dataclass(frozen=True)
+class TableSummary:
+    """One table of the lake after registration."""
+
+    schema: str
+    name: str
+    row_count: int
+    file_count: int
+    files_added: int
+    columns: tuple[tuple[str, str], ...]
+
+    @property
+    def display_name(self) -> str:
+        return self.name if self.schema == "main" else f"{self.schema}.{self.name}"
+
+
+def metadata_table(settings: LakeSettings, name: str) -> str:
+    parts = [metadata_database(settings.alias)]
+    if settings.metadata_schema:
+        parts.append(settings.metadata_schema)
+    return qualified_name(*parts, name)
+
+
+def registered_paths(
+    connection: duckdb.DuckDBPyConnection, settings: LakeSettings, among: Iterable[str] | None = None
+) -> set[str]:
+    """Normalised paths of every data file the catalog has ever held (any snapshot, or scheduled for
+    deletion), so that a file registered once is never added again. With ``among`` (locations), only
+    catalog files with the same file name as one of them are read and compared: a partition run over a
+    lake of 100,000 files then normalises a few paths, not all of them; and those of them whose copies a
+    restore moved into the data path count as registered too."""
+    if among is None:
+        return set(catalog_paths(connection, settings))
+    among = list(among)
+    names = None
+    [(held,)] = connection.execute(f"SELECT count(*) FROM {metadata_table(settings, 'ducklake_data_file')}").fetchall()
+    if held > 4 * len(among):  # else reading them all is cheaper than filtering
+        names = sorted({posixpath.basename(uri) for uri in among})
+    paths = set(catalog_paths(connection, settings, names=names))
+    return paths | restored_from(sorted(paths), [uri for uri in among if uri not in paths])
+
+
+def tables_with_source_files(connection: duckdb.DuckDBPyConnection, settings: LakeSettings, schema: str) -> list[str]:
+    """Tables of ``schema`` holding files registered by reference (outside the data path): the tables a
+    registration made, as opposed to tables written through DuckDB into the data path."""
+    table = metadata_table(settings, "ducklake_table")
+    schemas = metadata_table(settings, "ducklake_schema")
+    data_file = metadata_table(settings, "ducklake_data_file")
+    rows = connection.execute(
+        f"""
+        SELECT DISTINCT t.table_name
+        FROM {table} t JOIN {schemas} s ON s.schema_id = t.schema_id AND s.end_snapshot IS NULL
+        JOIN {data_file} f ON f.table_id = t.table_id AND f.end_snapshot IS NULL
+        WHERE t.end_snapshot IS NULL AND NOT f.path_is_relative AND lower(s.schema_name) = lower(?)
+        ORDER BY 1
+        """,
+        [schema],
+    ).fetchall()
+    return [name for (name,) in rows]
+
+
+def catalog_paths(
+    connection: duckdb.DuckDBPyConnection,
+    settings: LakeSettings,
+    *,
+    begin_snapshot: int | None = None,
+    names: Sequence[str] | None = None,
+) -> list[str]:
+    """Normalised paths of the catalog's data files (those ``begin_snapshot`` added, else every one ever
+    held, scheduled for deletion included), of the file ``names`` only when given."""
+    files = lake_files(connection, settings, kind="data", begin_snapshot=begin_snapshot, file_names=names)
+    paths = [file.path for file in files]
+    if begin_snapshot is None:
+        paths += [file.path for file in scheduled_files(connection, settings, file_names=names)]
+    return [normalize_uri(path) for path in paths]
+
+
+def current_snapshot(connection: duckdb.DuckDBPyConnection, settings: LakeSettings) -> int:
+    [(snapshot_id,)] = connection.execute(
+        "SELECT max(snapshot_id) FROM ducklake_snapshots(?)", [settings.alias]
+    ).fetchall()
+    return snapshot_id
+
+
+def snapshot_with_info(connection: duckdb.DuckDBPyConnection, settings: LakeSettings, info: str) -> int:
+    # The metadata table, not ducklake_snapshots(), which works out every snapshot's changes first.
+    changes = metadata_table(settings, "ducklake_snapshot_changes")
+    row = connection.execute(f"SELECT max(snapshot_id) FROM {changes} WHERE commit_extra_info = ?", [info]).fetchone()
+    if not row or row[0] is None:
+        raise RegistrationError("The registration committed but its snapshot is not in the catalog; run it again")
+    return row[0]
+
+
+def table_summaries(
+    connection: duckdb.DuckDBPyConnection,
+    settings: LakeSettings,
+    files_added: dict[tuple[str, str], int] | None = None,
+) -> tuple[TableSummary, ...]:
+    """Every table of the lake with its row count, data file count and columns."""
+    columns = lake_tables(connection, settings)
+    if not columns:
+        return ()
+    table = metadata_table(settings, "ducklake_table")
+    schema = metadata_table(settings, "ducklake_schema")
+    data_file = metadata_table(settings, "ducklake_data_file")
+    file_counts = {
+        (schema_name.lower(), table_name.lower()): count
+        for schema_name, table_name, count in connection.execute(
+            f"""
+            SELECT s.schema_name, t.table_name, count(f.data_file_id)
+            FROM {table} t JOIN {schema} s ON s.schema_id = t.schema_id AND s.end_snapshot IS NULL
+            LEFT JOIN {data_file} f ON f.table_id = t.table_id AND f.end_snapshot IS NULL
+            WHERE t.end_snapshot IS NULL GROUP BY ALL
+            """
+        ).fetchall()
+    }
+    keys = sorted(columns)
+    union = " UNION ALL ".join(
+        f"SELECT ? AS position, count(*) FROM {qualified_name(settings.alias, *columns[key][:2])}" for key in keys
+    )
+    counts = dict(connection.execute(union, list(range(len(keys)))).fetchall())
+    return tuple(
+        TableSummary(
+            schema=columns[key][0],
+            name=columns[key][1],
+            row_count=counts[position],
+            file_count=file_counts.get(key, 0),
+            files_added=(files_added or {}).get(key, 0),
+            columns=tuple(columns[key][2]),
+        )
+        for position, key in enumerate(keys)
+    )
+
+
+def lake_tables(
+    connection: duckdb.DuckDBPyConnection, settings: LakeSettings
+) -> dict[tuple[str, str], tuple[str, str, list[tuple[str, str]]]]:
+    rows = connection.execute(
+        """
+        SELECT c.schema_name, c.table_name, c.column_name, c.data_type
+        FROM duckdb_columns() c JOIN duckdb_tables() t
+          ON t.database_name = c.database_name AND t.schema_name = c.schema_name AND t.table_name = c.table_name
+        WHERE c.database_name = ?
+        ORDER BY c.schema_name, c.table_name, c.column_index
+        """,
+        [settings.alias],
+    ).fetchall()
+    tables: dict[tuple[str, str], tuple[str, str, list[tuple[str, str]]]] = {}
+    for schema, table, column, column_type in rows:
+        tables.setdefault((schema.lower(), table.lower()), (schema, table, []))[2].append((column, column_type))
+    return tables

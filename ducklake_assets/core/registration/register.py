@@ -1,0 +1,377 @@
+"""The registration itself (:func:`register_files`): one attempt per DuckLake transaction, footer-free first,
+retried on a write conflict, and the result read back from the catalog."""
+
+import contextlib
+import json
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import duckdb
+
+from ..catalog import DuckDBCatalog
+from ..claims import claimed
+from ..errors import BadSourceFileError, RegistrationError, SchemaDriftError, redact
+from ..extensions import load_extension
+from ..lake import LakeSettings
+from ..locations import is_remote, normalize_uri
+from ..retry import RetryLogger, RetryPolicy, is_write_conflict, retry_on_conflict
+from ..sources import SourceFile
+from ..sql import STRING_LIST, qualified_name, quote_identifier, quote_literal, string_list
+from .drift import (
+    BadFiles,
+    SchemaDrift,
+    TablePlan,
+    bad_files_message,
+    check_policies,
+    error_text,
+    plan_tables,
+    read_columns,
+    trusting_plans,
+)
+from .globs import GLOB_REASON, globs_or_paths, group_by_table, has_glob_characters
+from .inventory import (
+    TableSummary,
+    catalog_paths,
+    current_snapshot,
+    registered_paths,
+    snapshot_with_info,
+    table_summaries,
+)
+
+Progress = Callable[[int, int], None]
+_FILES_PER_CALL = 500
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A source file left out under ``bad_files='skip'``, with the reason."""
+
+    uri: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RegistrationResult:
+    """What one :func:`register_files` call did, read back from the catalog after the commit.
+
+    ``snapshot_id`` is the snapshot the call created, or the lake's current one when there was nothing
+    to add (``created_snapshot`` tells which).
+    """
+
+    snapshot_id: int
+    created_snapshot: bool
+    files_added: tuple[str, ...]
+    already_registered: tuple[str, ...]
+    tables_created: tuple[str, ...]
+    columns_added: tuple[str, ...]
+    skipped: tuple[SkippedFile, ...]
+    tables: tuple[TableSummary, ...]
+
+    @property
+    def row_count(self) -> int:
+        return sum(table.row_count for table in self.tables)
+
+
+def register_files(
+    connection: duckdb.DuckDBPyConnection,
+    settings: LakeSettings,
+    files: Iterable[SourceFile],
+    *,
+    schema_drift: SchemaDrift = "fail",
+    bad_files: BadFiles = "fail",
+    author: str | None = None,
+    message: str | None = None,
+    extra_info: dict[str, str] | None = None,
+    progress: Progress | None = None,
+    retry: RetryPolicy | None = None,
+    log: RetryLogger | None = None,
+    claims: Sequence[str] = (),
+) -> RegistrationResult:
+    """Register every file of ``files`` that the catalog does not know yet, in one snapshot.
+
+    ``connection`` has the lake of ``settings`` attached (see :func:`~.lake.connect_lake`). ``author`` and
+    ``message`` become the snapshot's commit author and message, ``extra_info`` its extra info (JSON).
+    ``schema_drift`` decides what a file whose columns differ from its table does: ``fail`` (nothing is
+    registered), ``ignore_extra_columns``, or ``evolve`` (new columns are added to the table; files
+    lacking a column are accepted where DuckLake still answers correctly). ``bad_files`` decides whether
+    an unreadable file fails the call or is skipped and listed in the result. ``progress(done, total)``
+    is called as files are registered. On any error nothing is registered.
+
+    With a catalog several processes write (PostgreSQL, SQLite), two registrations racing for the same
+    table conflict and the loser starts over (``retry``, warnings to ``log``), so it skips what the
+    winner registered instead of adding it twice. ``claims`` (e.g. the partition folders the files come
+    from) narrows that on a PostgreSQL catalog: only registrations sharing a claim wait for each other
+    (:mod:`.claims`), so partition runs add to one table side by side.
+    """
+    check_policies(schema_drift, bad_files)
+    unique: dict[str, SourceFile] = {}
+    for source_file in files:
+        unique.setdefault(normalize_uri(source_file.uri), source_file)
+
+    def attempt() -> RegistrationResult:
+        with claimed(settings, claims) as held:
+            commit = (author, message, extra_info, progress, not held)
+            return _register_new(connection, settings, unique, schema_drift, bad_files, commit)
+
+    return retry_on_conflict(
+        attempt,
+        policy=retry,
+        log=log,
+        what=f"Registering source files into {settings.describe()}",
+        secrets=settings.secrets(),
+    )
+
+
+def _register_new(
+    connection: duckdb.DuckDBPyConnection,
+    settings: LakeSettings,
+    unique: dict[str, SourceFile],
+    schema_drift: SchemaDrift,
+    bad_files: BadFiles,
+    commit: "_Commit",
+) -> RegistrationResult:
+    """One attempt: hand the new files to DuckLake, reading their footers only when it refuses them.
+
+    DuckLake itself checks every file against its table (columns, types, readability) while adding it,
+    so the common case, files that fit, reads each footer once, as the raw ``CALL`` would. When DuckLake
+    refuses a file, the transaction is rolled back and the footers are read apart (outside any
+    transaction, since a failing read would abort it) to name every bad file, apply the schema drift
+    policy and add new columns. Inside the transaction, the registered paths are read again after its
+    snapshot is fixed, so a file another writer registered meanwhile is skipped, and a writer committing
+    later makes this commit conflict.
+    """
+    registered = registered_paths(connection, settings, unique)
+    problems = {uri: GLOB_REASON for uri in unique if uri not in registered and has_glob_characters(uri)}
+    candidates = sorted(uri for uri in unique if uri not in registered and uri not in problems)
+    if any(is_remote(uri) for uri in candidates):
+        load_extension(connection, "httpfs")
+    groups = group_by_table(unique, candidates)
+    entries = globs_or_paths(connection, groups)
+    if not candidates:
+        if problems and bad_files == "fail":
+            raise BadSourceFileError(bad_files_message(problems, settings))
+        skipped = tuple(SkippedFile(uri, reason) for uri, reason in sorted(problems.items()))
+        return _nothing_added(connection, settings, unique, registered, skipped)
+    if not problems or bad_files == "skip":
+        skipped = tuple(SkippedFile(uri, reason) for uri, reason in sorted(problems.items()))
+        with contextlib.suppress(_Refused):
+            return _transaction(
+                connection,
+                settings,
+                unique,
+                candidates,
+                groups,
+                entries,
+                None,
+                schema_drift,
+                skipped,
+                commit,
+            )
+    file_columns, unreadable = read_columns(connection, candidates, [entry for e in entries.values() for entry in e])
+    problems.update(unreadable)
+    if problems and bad_files == "fail":
+        raise BadSourceFileError(bad_files_message(problems, settings))
+    skipped = tuple(SkippedFile(uri, reason) for uri, reason in sorted(problems.items()))
+    readable = [uri for uri in candidates if uri not in unreadable]
+    if not readable:
+        return _nothing_added(connection, settings, unique, registered, skipped)
+    if readable != candidates:
+        groups = group_by_table(unique, readable)
+        entries = globs_or_paths(connection, groups)
+    return _transaction(
+        connection,
+        settings,
+        unique,
+        readable,
+        groups,
+        entries,
+        file_columns,
+        schema_drift,
+        skipped,
+        commit,
+    )
+
+
+_Commit = tuple[str | None, str | None, "dict[str, str] | None", "Progress | None", bool]
+"""Author, message, extra info, progress callback, and whether to claim the tables (no claims held)."""
+
+
+class _Refused(Exception):
+    """DuckLake refused a file on the first, footer-free attempt; the careful path names why."""
+
+
+def _transaction(
+    connection: duckdb.DuckDBPyConnection,
+    settings: LakeSettings,
+    unique: dict[str, SourceFile],
+    readable: list[str],
+    groups: dict[tuple[str, str], list[str]],
+    entries: dict[tuple[str, str], list[tuple[str, int]]],
+    file_columns: dict[str, list[str]] | None,
+    schema_drift: SchemaDrift,
+    skipped: tuple[SkippedFile, ...],
+    commit: "_Commit",
+) -> RegistrationResult:
+    """Add ``readable`` in one transaction. Without ``file_columns`` (footers not read) nothing is checked
+    beforehand, and a file DuckLake refuses raises :class:`_Refused` after the rollback."""
+    author, message, extra_info, progress, claim_tables = commit
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        connection.execute(f"FROM {quote_identifier(settings.alias)}.current_snapshot()").fetchall()
+        registered = registered_paths(connection, settings, unique)
+        to_add = [uri for uri in readable if uri not in registered]
+        if to_add != readable:
+            groups = group_by_table(unique, to_add)
+            entries = globs_or_paths(connection, groups)
+        if not groups:
+            connection.execute("ROLLBACK")
+            return _nothing_added(connection, settings, unique, registered, skipped)
+        if file_columns is None:
+            plans = trusting_plans(connection, settings, unique, groups, entries, schema_drift)
+        else:
+            plans = plan_tables(connection, settings, unique, groups, entries, file_columns, schema_drift)
+        info = json.dumps({**(extra_info or {}), "registration": uuid.uuid4().hex}, sort_keys=True)
+        _write_and_commit(
+            connection, settings, plans, author, message, info, progress, file_columns is None, claim_tables
+        )
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            connection.execute("ROLLBACK")
+        raise
+
+    snapshot_id = snapshot_with_info(connection, settings, info)
+    added_by_table = {(plan.schema.lower(), plan.name.lower()): len(plan.files) for plan in plans}
+    return RegistrationResult(
+        snapshot_id=snapshot_id,
+        created_snapshot=True,
+        files_added=tuple(sorted(catalog_paths(connection, settings, begin_snapshot=snapshot_id))),
+        already_registered=tuple(sorted(uri for uri in unique if uri in registered)),
+        tables_created=tuple(plan.display_name for plan in plans if not plan.exists),
+        columns_added=tuple(f"{plan.display_name}.{name}" for plan in plans for name, _ in plan.new_columns),
+        skipped=skipped,
+        tables=table_summaries(connection, settings, added_by_table),
+    )
+
+
+def _nothing_added(
+    connection: duckdb.DuckDBPyConnection,
+    settings: LakeSettings,
+    unique: dict[str, SourceFile],
+    registered: set[str],
+    skipped: tuple[SkippedFile, ...],
+) -> RegistrationResult:
+    return RegistrationResult(
+        snapshot_id=current_snapshot(connection, settings),
+        created_snapshot=False,
+        files_added=(),
+        already_registered=tuple(sorted(uri for uri in unique if uri in registered)),
+        tables_created=(),
+        columns_added=(),
+        skipped=skipped,
+        tables=table_summaries(connection, settings),
+    )
+
+
+def _write_and_commit(
+    connection: duckdb.DuckDBPyConnection,
+    settings: LakeSettings,
+    plans: list[TablePlan],
+    author: str | None,
+    message: str | None,
+    info: str,
+    progress: Progress | None,
+    trusting: bool = False,
+    claim_tables: bool = True,
+) -> None:
+    """Create, alter and fill the planned tables, then commit. ``trusting``: a refused file raises
+    :class:`_Refused` (the caller reads the footers and tries again) instead of failing the call."""
+    alias = settings.alias
+    total = sum(len(plan.files) for plan in plans)
+    done = 0
+    shared_catalog = claim_tables and not isinstance(settings.catalog, DuckDBCatalog)
+    current = None
+    if progress:
+        progress(0, total)
+    try:
+        for schema in sorted({plan.schema for plan in plans if not plan.exists}):
+            connection.execute(f"CREATE SCHEMA IF NOT EXISTS {qualified_name(alias, schema)}")
+        for plan in plans:
+            current = plan
+            table = qualified_name(alias, plan.schema, plan.name)
+            if not plan.exists:
+                connection.execute(
+                    f"CREATE TABLE {table} AS SELECT * FROM read_parquet(?, hive_partitioning => false) WITH NO DATA",
+                    [plan.files[0]],
+                )
+            elif shared_catalog:
+                _claim_table(connection, settings, plan, table)
+            for name, column_type in plan.new_columns:
+                connection.execute(f"ALTER TABLE {table} ADD COLUMN {quote_identifier(name)} {column_type}")
+            for entries, count in _call_batches(plan):
+                # Several entries go as one JSON string: a list parameter costs pandas import attempts.
+                connection.execute(
+                    "CALL ducklake_add_data_files(?, ?, "
+                    + ("?" if len(entries) == 1 else STRING_LIST)
+                    + ", schema => ?, ignore_extra_columns => ?, allow_missing => ?)",
+                    [
+                        alias,
+                        plan.name,
+                        entries[0] if len(entries) == 1 else string_list(entries),
+                        plan.schema,
+                        plan.ignore_extra_columns,
+                        plan.allow_missing,
+                    ],
+                )
+                done += count
+                if progress:
+                    progress(done, total)
+        current = None
+        connection.execute(
+            f"CALL {quote_identifier(alias)}.set_commit_message(?, ?, extra_info => ?)",
+            [author or "ducklake-assets", message or f"Registered {total} source files", info],
+        )
+        connection.execute("COMMIT")
+    except duckdb.Error as error:
+        if trusting and current is not None and not isinstance(error, duckdb.InterruptException):
+            if not is_write_conflict(error):
+                raise _Refused() from None
+        reason = redact(error_text(error), settings.secrets())
+        if current is None:
+            raise RegistrationError(f"Registering {total} files failed, nothing was registered: {reason}") from None
+        error_class = SchemaDriftError if "map column" in reason else RegistrationError
+        raise error_class(
+            f"Registering {len(current.files)} files into table {current.display_name} failed, so nothing was "
+            f"registered: {reason}"
+        ) from None
+
+
+def _claim_table(connection: duckdb.DuckDBPyConnection, settings: LakeSettings, plan: TablePlan, table: str) -> None:
+    """Set the table's comment to what it is, so a concurrent registration into it conflicts.
+
+    DuckLake lets two transactions insert into one table side by side; both would register the same
+    new file. An alteration (even to the same comment) makes the later commit fail as a conflict.
+    """
+    row = connection.execute(
+        "SELECT comment FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? AND table_name = ?",
+        [settings.alias, plan.schema, plan.name],
+    ).fetchone()
+    if row is None:
+        raise RegistrationError(
+            f"Table {plan.display_name} was dropped while files were being registered into it, so nothing was "
+            "registered; run the registration again"
+        )
+    (comment,) = row
+    connection.execute(f"COMMENT ON TABLE {table} IS {'NULL' if comment is None else quote_literal(comment)}")
+
+
+def _call_batches(plan: TablePlan) -> list[tuple[list[str], int]]:
+    """Globs and paths for ``ducklake_add_data_files``, in batches of about ``_FILES_PER_CALL`` files."""
+    batches: list[tuple[list[str], int]] = []
+    for entry, count in plan.entries:
+        if not batches or batches[-1][1] + count > _FILES_PER_CALL:
+            batches.append(([], 0))
+        batch, total = batches[-1]
+        batch.append(entry)
+        batches[-1] = (batch, total + count)
+    return batches
