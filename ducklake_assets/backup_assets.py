@@ -343,8 +343,6 @@ def build_backup_definitions(
     ``schedule_default_status``, RUNNING: a schedule you configure is one you want to run), and a freshness policy.
     """
     check_mode(mode)
-    if keep is not None and (not isinstance(keep, int) or keep < 1):
-        raise ConfigurationError(f"keep must be at least 1 backup (got {keep!r}); leave it unset to keep all")
     check_retention(keep, keep_within)
     if not isinstance(max_snapshot_lag, int) or max_snapshot_lag < 0:
         raise ConfigurationError(f"max_snapshot_lag must be 0 or more snapshots (got {max_snapshot_lag!r})")
@@ -431,7 +429,7 @@ def build_backup_definitions(
                 backup_uri,
                 mode=mode,
                 store=store,
-                keep_last=keep,
+                keep=keep,
                 keep_within=keep_within,
                 storage_version=storage_version,
                 count_rows=True,

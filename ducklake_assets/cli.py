@@ -70,7 +70,7 @@ def _backup(arguments: argparse.Namespace) -> None:
         arguments.backup_uri,
         mode=arguments.mode,
         store=ObjectStore(s3),
-        keep_last=arguments.keep_last,
+        keep=arguments.keep,
         force=arguments.force,
     )
     if result.up_to_date:
@@ -191,7 +191,9 @@ def parser() -> argparse.ArgumentParser:
     backup.add_argument("backup_uri", help="backup store: a folder or s3://bucket/prefix")
     backup.add_argument("--data-path", help="the lake's data path, when the catalog's entry should not be used")
     backup.add_argument("--mode", choices=["full", "metadata"], default="full", help="default: full")
-    backup.add_argument("--keep-last", type=int, help="prune older backups, keeping this many (and pinned ones)")
+    backup.add_argument(
+        "--keep", "--keep-last", type=int, dest="keep", help="prune older backups, keeping this many (and pinned ones)"
+    )
     backup.add_argument("--force", action="store_true", help="back up even when the newest backup is up to date")
     _s3_options(backup)
     backup.set_defaults(run=_backup)

@@ -291,7 +291,7 @@ def test_a_disk_full_while_exposing_keeps_the_previous_backup(tmp_path: Path) ->
     with plain_reader(str(backups / "latest.ducklake")) as reader:
         assert reader.execute("SELECT max(snapshot_id) FROM backup.snapshots()").fetchone()[0] == 4
 
-    removed = apply_retention(str(backups), ObjectStore(), keep_last=1)
+    removed = apply_retention(str(backups), ObjectStore(), keep=1)
     assert removed == [], "retention keeps the newest backup and the one latest points to"
 
 
@@ -331,7 +331,7 @@ def test_retention_keeps_the_last_backups_and_the_young_ones(tmp_path: Path) -> 
         run(settings, f"INSERT INTO trips VALUES ({1000 + number}, 'later')")
         made.append(create_backup(settings, backups, store=ObjectStore()).backup)
 
-    result = create_backup(settings, backups, store=ObjectStore(), keep_last=3, force=True)
+    result = create_backup(settings, backups, store=ObjectStore(), keep=3, force=True)
 
     assert [info.uri for info in result.removed] == [made[1].uri, made[0].uri]
     assert list_backups(backups, ObjectStore()) == [result.backup, made[3], made[2]]
@@ -349,8 +349,8 @@ def test_bad_retention_settings_are_refused_before_anything_is_written(tmp_path:
     settings = LakeSettings(catalog=DuckDBCatalog(str(tmp_path / "lake.ducklake")), data_path=str(tmp_path / "data"))
     fill(settings)
 
-    with pytest.raises(ConfigurationError, match="keep_last must be at least 1"):
-        create_backup(settings, str(tmp_path / "backups"), store=ObjectStore(), keep_last=0)
+    with pytest.raises(ConfigurationError, match="keep must be at least 1"):
+        create_backup(settings, str(tmp_path / "backups"), store=ObjectStore(), keep=0)
     with pytest.raises(ConfigurationError, match="keep_within must be a positive duration"):
         create_backup(settings, str(tmp_path / "backups"), store=ObjectStore(), keep_within=timedelta(0))
     with pytest.raises(ConfigurationError, match="names a file"):

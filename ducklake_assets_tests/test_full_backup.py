@@ -196,7 +196,7 @@ def test_retention_deletes_only_files_no_kept_backup_needs_and_pins_keep_a_backu
     second = create_backup(settings, backups.uri())
     run(settings, "INSERT INTO trips VALUES (1000, 'later')")
 
-    kept = create_backup(settings, backups.uri(), keep_last=1)
+    kept = create_backup(settings, backups.uri(), keep=1)
 
     assert [info.uri for info in kept.removed] == [second.backup.uri], "the pinned first backup stays"
     assert kept.removed_files == 0 and Path(stations_copy).is_file()
@@ -206,7 +206,7 @@ def test_retention_deletes_only_files_no_kept_backup_needs_and_pins_keep_a_backu
         assert reader.execute("SELECT sum(id) FROM backup.stations").fetchone()[0] == STATIONS_SUM
 
     unpin_backup(backups.uri(), "before-stations-left", ObjectStore())
-    pruned = prune_backups(backups.uri(), ObjectStore(), keep_last=1)
+    pruned = prune_backups(backups.uri(), ObjectStore(), keep=1)
 
     assert pruned.backups == [first.backup]
     assert pruned.files == [stations_copy], "trips files are still needed by the kept backup"
@@ -233,12 +233,12 @@ def test_a_file_left_by_a_failed_run_goes_once_it_is_old(tmp_path: Path) -> None
     run(settings, "INSERT INTO trips VALUES (1000, 'later')")
     create_backup(settings, backups.uri())
 
-    assert prune_backups(backups.uri(), ObjectStore(), keep_last=1).files == []
+    assert prune_backups(backups.uri(), ObjectStore(), keep=1).files == []
     assert stray.is_file(), "a young unlisted file may belong to a backup still copying"
     tomorrow = datetime.now(UTC) + timedelta(days=2)
     run(settings, "INSERT INTO trips VALUES (1001, 'later')")
     create_backup(settings, backups.uri())
-    assert prune_backups(backups.uri(), ObjectStore(), keep_last=1, now=tomorrow).files == [str(stray)]
+    assert prune_backups(backups.uri(), ObjectStore(), keep=1, now=tomorrow).files == [str(stray)]
 
 
 def test_bad_input_names_the_file_and_leaves_earlier_backups_as_they_were(tmp_path: Path) -> None:

@@ -168,7 +168,7 @@ def test_a_file_kept_for_a_backup_goes_once_retention_drops_the_backup(postgres_
     assert first.merge_skipped["main.trips"].startswith("3 registered file(s) outside the data path")
 
     third = create_backup(lake.settings, lake.backup_uri)
-    apply_retention(lake.backup_uri, store, keep_last=1)
+    apply_retention(lake.backup_uri, store, keep=1)
     second = run_maintenance(
         lake.settings, policy=policy, retained=retained_copies(backup_uris=[lake.backup_uri], store=store)
     )

@@ -185,10 +185,10 @@ def test_an_up_to_date_backup_says_so_and_force_makes_one_anyway(tmp_path: Path)
     settings = lake_settings("duckdb", tmp_path / "lake")
     fill(settings)
     backups = tmp_path / "backups"
-    first = create_backup(settings, str(backups), keep_last=1)
+    first = create_backup(settings, str(backups), keep=1)
     before = local_files(backups)
 
-    again = create_backup(settings, str(backups), keep_last=1, count_rows=True)
+    again = create_backup(settings, str(backups), keep=1, count_rows=True)
 
     assert again.up_to_date and again.backup == first.backup and again.manifest == first.manifest
     assert again.table_rows is None and again.removed == [] and again.files is None

@@ -344,7 +344,7 @@ def create_backup(
     mode: BackupMode = "full",
     store: ObjectStore | None = None,
     data_store: ObjectStore | None = None,
-    keep_last: int | None = None,
+    keep: int | None = None,
     keep_within: timedelta | None = None,
     storage_version: str | None = None,
     count_rows: bool = False,
@@ -369,7 +369,7 @@ def create_backup(
             file are lost; ``"metadata"`` copies the catalog only.
         store: reaches ``backup_uri`` (default: an ``ObjectStore`` with the lake's S3 settings).
         data_store: reaches the lake's data files (default: the lake's S3 settings).
-        keep_last: prune older backups afterwards, keeping this many (see :func:`apply_retention`).
+        keep: prune older backups afterwards, keeping this many (see :func:`apply_retention`).
         keep_within: also keep backups younger than this.
         storage_version: DuckDB storage format of the backup file, e.g. ``'v1.0.0'``; by default DuckDB's
             default for new files (``v0.10.2`` compatible in DuckDB 1.5, so any DuckDB that runs DuckLake
@@ -387,7 +387,7 @@ def create_backup(
     """
     backup_uri = backup_folder(backup_uri)
     check_mode(mode)
-    check_retention(keep_last, keep_within)
+    check_retention(keep, keep_within)
     store = store or ObjectStore(settings.s3)
     data_store = data_store or ObjectStore(settings.s3)
     secrets = settings.secrets() + (store.s3.secrets() if store.s3 else [])
@@ -489,7 +489,7 @@ def create_backup(
             ) from None
     info = BackupInfo(versioned, manifest.snapshot_id, manifest.created_at, written.size)
     try:
-        pruned = prune_backups(backup_uri, store, keep_last=keep_last, keep_within=keep_within)
+        pruned = prune_backups(backup_uri, store, keep=keep, keep_within=keep_within)
     except StorageError as error:
         raise BackupError(f"Backup {versioned} was stored, but pruning older backups failed: {error}") from None
     return BackupResult(

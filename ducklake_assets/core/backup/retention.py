@@ -27,10 +27,10 @@ unfinished backup that is still copying has not listed its files yet)."""
 _PIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
-def check_retention(keep_last: int | None, keep_within: timedelta | None) -> None:
+def check_retention(keep: int | None, keep_within: timedelta | None) -> None:
     """Refuse retention settings that would make no sense, before anything is written."""
-    if keep_last is not None and (not isinstance(keep_last, int) or keep_last < 1):
-        raise ConfigurationError(f"keep_last must be at least 1 (got {keep_last!r}); leave it unset to keep all")
+    if keep is not None and (not isinstance(keep, int) or keep < 1):
+        raise ConfigurationError(f"keep must be at least 1 (got {keep!r}); leave it unset to keep all")
     if keep_within is not None and keep_within <= timedelta(0):
         raise ConfigurationError(f"keep_within must be a positive duration (got {keep_within})")
 
@@ -47,32 +47,32 @@ def apply_retention(
     backup_uri: str,
     store: ObjectStore,
     *,
-    keep_last: int | None = None,
+    keep: int | None = None,
     keep_within: timedelta | None = None,
     now: datetime | None = None,
 ) -> list[BackupInfo]:
     """Delete versioned backups that no rule keeps; return what was deleted (see :func:`prune_backups`)."""
-    return prune_backups(backup_uri, store, keep_last=keep_last, keep_within=keep_within, now=now).backups
+    return prune_backups(backup_uri, store, keep=keep, keep_within=keep_within, now=now).backups
 
 
 def prune_backups(
     backup_uri: str,
     store: ObjectStore,
     *,
-    keep_last: int | None = None,
+    keep: int | None = None,
     keep_within: timedelta | None = None,
     now: datetime | None = None,
 ) -> PruneResult:
     """Delete the backups no rule keeps, and the data files only they referenced.
 
-    A backup is kept when it is among the newest ``keep_last``, younger than ``keep_within`` (when both
+    A backup is kept when it is among the newest ``keep``, younger than ``keep_within`` (when both
     are given either rule keeps it; with neither, everything is kept) or pinned (:func:`pin_backup`). The
     newest backup and the one ``latest`` points to are never deleted. A data file in the store is deleted
     only when no kept backup's file index lists it; a file no backup lists (left by a failed run) goes
     once it is older than :data:`ORPHAN_GRACE`.
     """
-    check_retention(keep_last, keep_within)
-    if keep_last is None and keep_within is None:
+    check_retention(keep, keep_within)
+    if keep is None and keep_within is None:
         return PruneResult([], [])
     backup_uri = backup_folder(backup_uri)
     backups = list_backups(backup_uri, store)
@@ -83,7 +83,7 @@ def prune_backups(
     kept: list[BackupInfo] = []
     for position, info in enumerate(backups):
         protected = position == 0 or (latest is not None and info.uri == latest.uri) or info.uri in pinned
-        kept_by_count = keep_last is not None and position < keep_last
+        kept_by_count = keep is not None and position < keep
         kept_by_age = keep_within is not None and now - info.created_at <= keep_within
         (kept if protected or kept_by_count or kept_by_age else removed).append(info)
     if not removed:
