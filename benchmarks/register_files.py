@@ -41,7 +41,7 @@ from ducklake_assets.core.registration import register_files
 from ducklake_assets.core.s3 import S3Settings
 from ducklake_assets.core.sources import FileSource
 from ducklake_assets.core.sql import qualified_name, quote_literal
-from ducklake_assets.core.storage import ObjectStore
+from ducklake_assets.core.storage import Listings, ObjectStore
 
 
 def relative_name(number: int, tables: int, partitioned: bool, per_day: int) -> str:
@@ -70,9 +70,10 @@ def write_files(root: Path, files: int, tables: int, partitioned: bool, per_day:
 
 
 def ours(settings: LakeSettings, source: str) -> int:
-    files = FileSource(source).list_files(ObjectStore(settings.s3))
+    listings = Listings()  # as the snapshot asset does: what the S3 listing found is not listed again
+    files = FileSource(source).list_files(ObjectStore(settings.s3), listings)
     with connect_lake(settings) as connection:
-        return len(register_files(connection, settings, files).files_added)
+        return len(register_files(connection, settings, files, listings=listings).files_added)
 
 
 def raw_glob(settings: LakeSettings, source: str, tables: int, partitioned: bool) -> int:

@@ -81,6 +81,7 @@ if TYPE_CHECKING:
     from .core.sources import SourceFile as SourceFile
     from .core.sources import TableNaming as TableNaming
     from .core.sql_commands import SQLCommand as SQLCommand
+    from .core.storage import Listings as Listings
     from .core.storage import ObjectStore as ObjectStore
     from .io_manager import DuckLakeIOManager as DuckLakeIOManager
     from .maintenance_assets import build_maintenance_definitions as build_maintenance_definitions
@@ -180,6 +181,7 @@ _EXPORTS: dict[str, str] = {
     "SourceFile": ".core.sources",
     "TableNaming": ".core.sources",
     "SQLCommand": ".core.sql_commands",
+    "Listings": ".core.storage",
     "ObjectStore": ".core.storage",
     "build_maintenance_definitions": ".maintenance_assets",
     "build_ducklake_pipeline": ".pipeline",
@@ -254,6 +256,7 @@ __all__ = [
     "MaintenanceError",
     "MaintenancePolicy",
     "new_file_sensor",
+    "Listings",
     "ObjectStore",
     "parse_catalog",
     "pending_changes",

@@ -19,6 +19,7 @@ Examples::
 import argparse
 import dataclasses
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -168,7 +169,17 @@ def _serve(arguments: argparse.Namespace) -> None:
 
     server = make_server(arguments.folder, arguments.host, arguments.port, quiet=False)
     host, port = server.socket.getsockname()[:2]
-    print(f"serving {os.path.abspath(arguments.folder)} at http://{host}:{port}/ (Range, ETag, CORS); Ctrl-C stops")
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # A service manager (systemd, docker stop, Kubernetes) stops it with SIGTERM: stop as on Ctrl-C, even
+    # where the parent left SIGTERM ignored.
+    signal.signal(signal.SIGTERM, stop)
+    print(
+        f"serving {os.path.abspath(arguments.folder)} at http://{host}:{port}/ (Range, ETag, CORS); Ctrl-C stops",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

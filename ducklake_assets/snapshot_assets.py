@@ -32,7 +32,7 @@ from .core.registration import (
 )
 from .core.retry import RetryPolicy
 from .core.sources import FileSource, NewFileOrder, SourceFile, find_new_files
-from .core.storage import ObjectStore
+from .core.storage import Listings, ObjectStore
 from .metadata import Metadata, markdown_table
 from .partitions import SourcePartitions
 from .resources import DuckLakeResource, S3Resource
@@ -225,10 +225,11 @@ def registration_assets(
         store = ObjectStore(settings.s3)
         selected = context.selected_asset_keys
         claims: list[str] = []
+        listings = Listings()
         if partitions is not None:
             marks: dict[str, int] = {}
             claims = [partitions.folders.folder(key) for key in context.partition_keys]
-            files, unnamed = _list_partitions(context, source, partitions, store, bad_files)
+            files, unnamed = _list_partitions(context, source, partitions, store, bad_files, listings)
         else:
             marks = _producer_marks(context, source_deps)
             reported = _reported_files(context, source, snapshot_key, source_deps, marks)
@@ -236,7 +237,9 @@ def registration_assets(
                 files, unnamed = reported, {}
             else:
                 files, unnamed = (
-                    source.list_named_files(store) if bad_files == "skip" else (source.list_files(store), {})
+                    source.list_named_files(store, listings)
+                    if bad_files == "skip"
+                    else (source.list_files(store, listings), {})
                 )
                 context.log.info(f"Listed {len(files) + len(unnamed)} source files in {source.root}")
         if snapshot_key not in selected:
@@ -259,6 +262,7 @@ def registration_assets(
                 progress=progress,
                 log=context.log,
                 claims=claims,
+                listings=listings,
             )
         if unnamed:
             named_skips = tuple(SkippedFile(uri, reason) for uri, reason in sorted(unnamed.items()))
@@ -311,14 +315,20 @@ def _list_partitions(
     partitions: SourcePartitions,
     store: ObjectStore,
     bad_files: BadFiles,
+    listings: Listings,
 ) -> tuple[list[SourceFile], dict[str, str]]:
-    """The files in the folders of the run's partitions (a missing folder holds none)."""
+    """The files in the folders of the run's partitions (a missing folder holds none); ``listings``
+    receives what S3 listings found."""
     files: list[SourceFile] = []
     unnamed: dict[str, str] = {}
     for key in context.partition_keys:
         part = partitions.folders.source(source, key)
         try:
-            found, skipped = part.list_named_files(store) if bad_files == "skip" else (part.list_files(store), {})
+            found, skipped = (
+                part.list_named_files(store, listings)
+                if bad_files == "skip"
+                else (part.list_files(store, listings), {})
+            )
         except NotFoundError:
             context.log.info(f"Partition {key}: {part.root} does not exist, so it holds no files yet")
             continue

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -87,7 +88,11 @@ def test_the_serve_command_serves_a_frozen_lake_duckdb_can_attach(tmp_path: Path
     with duckdb.connect(str(site / "plain.duckdb")) as connection:
         connection.execute("CREATE TABLE t AS SELECT range AS n FROM range(1000)")
     process = subprocess.Popen(
-        [shutil.which("ducklake-assets"), "serve", str(site), "--port", "0"], stdout=subprocess.PIPE, text=True
+        [shutil.which("ducklake-assets"), "serve", str(site), "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        # Started with SIGTERM ignored, as some launchers leave it: the server must still stop on it.
+        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN),
     )
     try:
         line = process.stdout.readline()
@@ -98,7 +103,8 @@ def test_the_serve_command_serves_a_frozen_lake_duckdb_can_attach(tmp_path: Path
             assert reader.execute("SELECT sum(n) FROM served.t").fetchone() == (499500,)
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        stopped = process.wait(timeout=30)
+    assert stopped == 0  # SIGTERM, as a service manager sends it, stops the server cleanly
 
 
 def request(url: str, method: str = "GET", **headers: str) -> tuple[int, dict, bytes]:

@@ -18,7 +18,7 @@ from ducklake_assets.core.retry import RetryPolicy
 from ducklake_assets.core.s3 import S3Settings
 from ducklake_assets.core.sources import FileSource, SourceFile, TableNaming
 from ducklake_assets.core.sql import qualified_name, quote_literal
-from ducklake_assets.core.storage import ObjectStore
+from ducklake_assets.core.storage import Listings, ObjectStore
 from ducklake_assets_tests.parquet_files import crew, parquet
 from ducklake_assets_tests.services import PostgresDatabase, S3Bucket
 
@@ -29,9 +29,14 @@ def lake(tmp_path: Path) -> LakeSettings:
 
 
 def register(settings: LakeSettings, files: list[SourceFile] | FileSource, **options) -> RegistrationResult:
-    listed = files.list_files(ObjectStore(settings.s3)) if isinstance(files, FileSource) else files
+    """Register ``files``; a source is listed first, and what its S3 listing found is handed over, as the
+    snapshot asset does."""
+    if isinstance(files, FileSource):
+        listings = Listings()
+        files = files.list_files(ObjectStore(settings.s3), listings)
+        options.setdefault("listings", listings)
     with connect_lake(settings) as connection:
-        return register_files(connection, settings, listed, **options)
+        return register_files(connection, settings, files, **options)
 
 
 def query(settings: LakeSettings, sql: str, parameters: list | None = None) -> list[tuple]:
@@ -466,6 +471,58 @@ def test_an_s3_prefix_is_registered_by_reference(s3_bucket: S3Bucket, s3_setting
     assert query(lake, "SELECT sum(id) FROM astronauts") == [(sum(range(30)),)]
 
 
+def test_an_s3_prefix_is_listed_once_not_again_to_check_the_globs(
+    s3_bucket: S3Bucket, s3_settings: S3Settings, tmp_path: Path
+) -> None:
+    client = s3_bucket.client()
+    for number in range(6):
+        client.upload_file(str(crew(tmp_path / f"c{number}.parquet")), s3_bucket.name, f"src/crew.{number}.parquet")
+    lake = LakeSettings.from_strings(str(tmp_path / "lake.ducklake"), str(tmp_path / "data"), s3=s3_settings)
+    listings = Listings()
+    files = FileSource(s3_bucket.uri("src")).list_files(ObjectStore(s3_settings), listings)
+
+    with connect_lake(lake) as connection:
+        connection.execute("CALL enable_logging('HTTP')")
+        result = register_files(connection, lake, files, listings=listings)
+        urls = [url for (url,) in connection.execute("SELECT request.url FROM duckdb_logs_parsed('HTTP')").fetchall()]
+
+    assert len(result.files_added) == 6
+    assert query(lake, "SELECT sum(id + 1) FROM crew") == [(6 * sum(range(1, 11)),)]
+    lists = [url for url in urls if "list-type=2" in url]
+    # DuckDB lists only what the CALL's own glob names (src/crew.*), never the whole source again.
+    assert lists and not [url for url in lists if url.endswith("prefix=src%2F")]
+
+
+def test_files_stored_after_the_listing_are_never_registered_twice(
+    s3_bucket: S3Bucket, s3_settings: S3Settings, tmp_path: Path
+) -> None:
+    client = s3_bucket.client()
+
+    def upload(number: int) -> None:
+        client.upload_file(
+            str(crew(tmp_path / f"c{number}.parquet", number * 10)), s3_bucket.name, f"src/crew.{number}.parquet"
+        )
+
+    for number in range(4):
+        upload(number)
+    lake = LakeSettings.from_strings(str(tmp_path / "lake.ducklake"), str(tmp_path / "data"), s3=s3_settings)
+    listings = Listings()
+    files = FileSource(s3_bucket.uri("src")).list_files(ObjectStore(s3_settings), listings)
+    upload(7)  # stored after the listing, and registered by another writer before this registration runs
+    register(lake, [SourceFile(s3_bucket.uri("src/crew.7.parquet"), "crew")])
+    upload(8)  # stored after the listing, registered by nobody
+
+    with connect_lake(lake) as connection:
+        result = register_files(connection, lake, files, listings=listings)
+
+    assert s3_bucket.uri("src/crew.7.parquet") not in result.files_added
+    assert set(result.files_added) >= {s3_bucket.uri(f"src/crew.{number}.parquet") for number in range(4)}
+    paths = query(lake, "SELECT data_file FROM ducklake_list_files('lake', 'crew')")
+    assert sorted(path for (path,) in paths).count(s3_bucket.uri("src/crew.7.parquet")) == 1
+    stored = [0, 1, 2, 3, 7] + ([8] if s3_bucket.uri("src/crew.8.parquet") in result.files_added else [])
+    assert query(lake, "SELECT sum(id) FROM crew") == [(sum(sum(range(n * 10, n * 10 + 10)) for n in stored),)]
+
+
 @pytest.fixture
 def web_folder(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """A folder served over HTTP on 127.0.0.1, as a web host serves published Parquet files."""
@@ -661,7 +718,7 @@ def test_many_paths_no_glob_fits_cost_no_pandas_import_per_file(tmp_path: Path) 
             from ducklake_assets.core.lake import LakeSettings, connect_lake
             from ducklake_assets.core.registration import register_files
             from ducklake_assets.core.sources import FileSource, TableNaming
-            from ducklake_assets.core.storage import ObjectStore
+            from ducklake_assets.core.storage import Listings, ObjectStore
 
             attempts = []
             real_import = builtins.__import__

@@ -169,11 +169,13 @@ def lake_files(
     kind: str | None = None,
     begin_snapshot: int | None = None,
     file_names: Sequence[str] | None = None,
+    folders: Sequence[str] | None = None,
 ) -> list[CatalogFile]:
     """Every data and delete file the attached lake's catalog holds, history included, with its full path.
 
-    ``kind`` (``'data'`` or ``'delete'``), ``begin_snapshot`` (files that snapshot added) and
-    ``file_names`` (files with one of these names, e.g. ``part-0.parquet``) narrow the list.
+    ``kind`` (``'data'`` or ``'delete'``), ``begin_snapshot`` (files that snapshot added), ``file_names``
+    (files with one of these names, e.g. ``part-0.parquet``) and ``folders`` (files below one of these
+    locations) narrow the list.
     """
     listing = catalog_files_sql(metadata_database(settings.alias), settings.metadata_schema, data_path_sql="$data_path")
     conditions = ["true"]
@@ -187,6 +189,9 @@ def lake_files(
     if file_names is not None:
         conditions.append(_NAME_FILTER)
         parameters["file_names"] = string_list(file_names)
+    if folders is not None:
+        conditions.append(_FOLDER_FILTER)
+        parameters["folders"] = string_list([folder.rstrip("/") + "/" for folder in folders])
     query = (
         "SELECT kind, file_id, table_id, path, relative, size, begin_snapshot, end_snapshot "
         f"FROM ({listing}) WHERE {' AND '.join(conditions)}"
@@ -195,10 +200,14 @@ def lake_files(
 
 
 def scheduled_files(
-    connection: duckdb.DuckDBPyConnection, settings: LakeSettings, *, file_names: Sequence[str] | None = None
+    connection: duckdb.DuckDBPyConnection,
+    settings: LakeSettings,
+    *,
+    file_names: Sequence[str] | None = None,
+    folders: Sequence[str] | None = None,
 ) -> list[ScheduledFile]:
     """The files DuckLake has scheduled for deletion, by id, with their full path (DuckLake records them
-    relative to the data path)."""
+    relative to the data path); ``file_names`` and ``folders`` narrow the list as in :func:`lake_files`."""
     database = metadata_database(settings.alias)
     parts = (database, settings.metadata_schema) if settings.metadata_schema else (database,)
     query = (
@@ -211,13 +220,20 @@ def scheduled_files(
         query += f" WHERE {_NAME_FILTER}"
         parameters["file_names"] = string_list(file_names)
     rows = connection.execute(query + " ORDER BY data_file_id", parameters).fetchall()
-    data_path = lake_data_path(connection, settings)
-    return [
+    data_path = lake_data_path(connection, settings) if rows else ""
+    files = [
         ScheduledFile(file_id, resolve_path(data_path, (path, relative)), start)
         for file_id, path, relative, start in rows
     ]
+    if folders is not None:
+        starts = tuple(folder.rstrip("/") + "/" for folder in folders)
+        files = [file for file in files if file.path.startswith(starts)]
+    return files
 
 
 # A semi-join on the file name (hashed), not list_contains, which would compare every row with every name;
 # the names are one JSON text, as sql.STRING_LIST binds them.
 _NAME_FILTER = "parse_filename(path, false, '/') IN (SELECT unnest(from_json($file_names, '[\"VARCHAR\"]')))"
+_FOLDER_FILTER = (
+    "EXISTS (SELECT 1 FROM unnest(from_json($folders, '[\"VARCHAR\"]')) AS f(folder) WHERE starts_with(path, f.folder))"
+)

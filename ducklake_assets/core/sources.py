@@ -25,6 +25,7 @@ from .errors import ConfigurationError
 from .locations import is_remote, is_s3, is_web, normalize_uri
 from .storage import (
     Entry,
+    Listings,
     ObjectStore,
     StoredObject,
     from_micros,
@@ -163,27 +164,32 @@ class FileSource:
         """Whether listing the source (or reading its manifest) needs S3 credentials."""
         return is_s3(self.root)
 
-    def list_files(self, store: ObjectStore) -> list[SourceFile]:
-        """Every source file, each with its table, sorted by location."""
+    def list_files(self, store: ObjectStore, listings: Listings | None = None) -> list[SourceFile]:
+        """Every source file, each with its table, sorted by location. ``listings`` receives what an S3
+        listing found (hand it to :func:`~.registration.register_files`, which then lists nothing again)."""
         if self.kind == "manifest":
             return self.read_manifest(store)
-        return [self.source_file(item) for item in self.list_objects(store)]
+        return [self.source_file(item) for item in self.list_objects(store, listings=listings)]
 
-    def list_named_files(self, store: ObjectStore) -> tuple[list[SourceFile], dict[str, str]]:
+    def list_named_files(
+        self, store: ObjectStore, listings: Listings | None = None
+    ) -> tuple[list[SourceFile], dict[str, str]]:
         """Like :meth:`list_files`, but a file whose path names no valid table is returned with the reason
         instead of failing the whole listing (for ``bad_files='skip'``)."""
         if self.kind == "manifest":
             return self.read_manifest(store), {}
         files: list[SourceFile] = []
         unnamed: dict[str, str] = {}
-        for item in self.list_objects(store):
+        for item in self.list_objects(store, listings=listings):
             try:
                 files.append(self.source_file(item))
             except ConfigurationError as error:
                 unnamed[item.uri] = str(error)
         return files, unnamed
 
-    def list_objects(self, store: ObjectStore, start_after: str | None = None) -> list[StoredObject]:
+    def list_objects(
+        self, store: ObjectStore, start_after: str | None = None, listings: Listings | None = None
+    ) -> list[StoredObject]:
         """The files below a folder or prefix that match the pattern, sorted by location.
 
         ``start_after`` (a location) lists only what sorts after it: on S3 the listing itself starts
@@ -193,7 +199,7 @@ class FileSource:
             raise ConfigurationError("a manifest source is read with read_manifest, not listed")
         return [
             StoredObject(uri, size, from_micros(modified), etag)
-            for uri, size, modified, etag in self.scan(store, start_after=start_after)
+            for uri, size, modified, etag in self.scan(store, start_after=start_after, listings=listings)
         ]
 
     def scan(
@@ -202,9 +208,16 @@ class FileSource:
         start_after: str | None = None,
         sort: bool = True,
         modified_since: int | None = None,
+        listings: Listings | None = None,
     ) -> list[Entry]:
         """:meth:`list_objects` as plain tuples (see :meth:`.ObjectStore.scan`)."""
-        options = {"start_after": start_after, "skip_hidden": True, "sort": sort, "modified_since": modified_since}
+        options = {
+            "start_after": start_after,
+            "skip_hidden": True,
+            "sort": sort,
+            "modified_since": modified_since,
+            "listings": listings,
+        }
         if not self.within:
             return store.scan(self.root, self.pattern, **options)  # type: ignore[arg-type]
         entries = store.scan(self.root + "/" + self.within, None, **options)  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,6 +50,39 @@ class StoredObject:
 Entry = tuple[str, int, int, "str | None"]
 """One listed file as a plain tuple: URI, size in bytes, last modified (microseconds since the epoch,
 UTC) and, on S3, its ETag (see :meth:`ObjectStore.scan`)."""
+
+
+@dataclass
+class Listings:
+    """Every object whole S3 listings found below their prefixes, hidden and unmatched ones included, as of
+    the listing: lets registration check that a glob names exactly its files without listing the prefix a
+    second time (:meth:`ObjectStore.scan` fills it)."""
+
+    prefixes: dict[str, frozenset[str]] = field(default_factory=dict)
+    _folders: dict[str, dict[str, list[str]]] = field(default_factory=dict, init=False, repr=False)
+
+    def add(self, prefix: str, uris: Iterable[str]) -> None:
+        prefix = prefix.rstrip("/")
+        self.prefixes[prefix] = frozenset(uris)
+        self._folders.pop(prefix, None)
+
+    def below(self, folder: str, depth: int) -> set[str] | None:
+        """The objects exactly ``depth`` folders below ``folder`` (``None`` if no listing covers it)."""
+        for prefix, uris in self.prefixes.items():
+            if folder == prefix or folder.startswith(prefix + "/"):
+                if prefix not in self._folders:
+                    by_folder: dict[str, list[str]] = {}
+                    for uri in uris:
+                        by_folder.setdefault(uri.rsplit("/", 1)[0], []).append(uri)
+                    self._folders[prefix] = by_folder
+                start, slashes = folder + "/", folder.count("/") + depth
+                return {
+                    uri
+                    for name, found in self._folders[prefix].items()
+                    if (name == folder if depth == 0 else name.startswith(start) and name.count("/") == slashes)
+                    for uri in found
+                }
+        return None
 
 
 class ObjectStore:
@@ -117,6 +150,7 @@ class ObjectStore:
         skip_hidden: bool = False,
         sort: bool = True,
         modified_since: int | None = None,
+        listings: Listings | None = None,
     ) -> list[Entry]:
         """Like :meth:`list_prefix`, as plain :data:`Entry` tuples: the listing with as little Python per
         file as it allows (a sensor tick over 100,000 files is mostly this).
@@ -125,10 +159,13 @@ class ObjectStore:
         ``_``; locally such folders are not even read. Locally a folder whose every path sorts at or
         before ``start_after`` is not read either, and no file at or before it is stat-ed.
         ``modified_since`` (microseconds since the epoch) leaves out files modified before it.
+        ``listings`` receives everything a whole S3 listing found (none from ``start_after``).
         """
         match = glob_matcher(pattern) if pattern else None
         if is_remote(prefix):
             entries = self._scan_s3(prefix, start_after)
+            if listings is not None and not start_after:
+                listings.add(prefix, (entry[0] for entry in entries))
             cut = len(prefix.rstrip("/")) + 1
             if skip_hidden:
                 entries = [entry for entry in entries if not is_hidden(entry[0][cut:])]

@@ -13,7 +13,7 @@ from ..lake import LakeSettings
 from ..locations import normalize_uri
 from ..sources import SourceFile
 from ..sql import STRING_LIST, quote_identifier, string_list
-from .inventory import lake_tables, metadata_table
+from .inventory import lake_table_names, lake_tables, metadata_table
 
 SchemaDrift = Literal["fail", "ignore_extra_columns", "evolve"]
 BadFiles = Literal["fail", "skip"]
@@ -161,7 +161,7 @@ def trusting_plans(
     schema_drift: SchemaDrift,
 ) -> list[TablePlan]:
     """Plans for files assumed to fit their tables (DuckLake checks each one as it adds it)."""
-    existing = lake_tables(connection, settings)
+    existing = lake_table_names(connection, settings)
     plans = []
     for key, uris in groups.items():
         found = existing.get(key)

@@ -1,5 +1,6 @@
-"""Naming a table's new files in as few ``ducklake_add_data_files`` entries as possible: one glob where DuckDB's
-``glob()`` confirms it names exactly those files, else one per folder, else the paths themselves."""
+"""Naming a table's new files in as few ``ducklake_add_data_files`` entries as possible: one glob where a listing
+(DuckDB's ``glob()``, or the source's own S3 listing) confirms it names exactly those files, else one per folder,
+else the paths themselves."""
 
 import os
 import posixpath
@@ -11,6 +12,7 @@ import duckdb
 
 from ..locations import normalize_uri
 from ..sources import SourceFile
+from ..storage import Listings
 
 _GLOB_CHARACTERS = ("*", "?", "[")
 GLOB_REASON = "its path contains *, ? or [, which DuckDB expands as a glob (it could read other files); rename the file"
@@ -29,7 +31,10 @@ def group_by_table(files: dict[str, SourceFile], uris: list[str]) -> dict[tuple[
 
 
 def globs_or_paths(
-    connection: duckdb.DuckDBPyConnection, groups: dict[tuple[str, str], list[str]]
+    connection: duckdb.DuckDBPyConnection,
+    groups: dict[tuple[str, str], list[str]],
+    listings: Listings | None = None,
+    registered_below: Callable[[list[str]], set[str]] | None = None,
 ) -> dict[tuple[str, str], list[tuple[str, int]]]:
     """Per table, the fewest globs that name exactly its new files (paths where no glob does).
 
@@ -40,24 +45,41 @@ def globs_or_paths(
     ``glob()`` for all tables together, and each table's glob compared with that listing here. A file
     created in those folders between this check and the call that also matches is registered with the
     batch (the result, read back from the catalog, lists it).
-    """
-    listings: dict[tuple[str, int], set[str]] = {}
 
-    def fits(glob: _Glob | None, uris: list[str]) -> bool:
+    With ``listings`` (what the source's own S3 listing found, see :class:`.Listings`), a folder below a
+    listed prefix is not listed again: its glob is compared with that listing, and then with the catalog's
+    files below its folder (``registered_below``, required with ``listings``), so that an object stored
+    after the listing and registered by another writer meanwhile is not added a second time.
+    """
+    if listings is not None and registered_below is None:
+        raise ValueError("globs_or_paths: listings need registered_below, the catalog's files below a folder")
+    scopes: dict[tuple[str, int], tuple[set[str], bool]] = {}  # the objects there, and whether from listings
+    listed: dict[tuple[str, str], list[_Glob]] = {}
+
+    def fits(glob: _Glob | None, uris: list[str], key: tuple[str, str]) -> bool:
         if glob is None:
             return False
         scope = (glob.folder, glob.depth)
-        if scope not in listings:
-            pattern = glob.folder + "/*" * glob.depth + "/*"
-            rows = connection.execute("SELECT file FROM glob(?)", [pattern]).fetchall()
-            listings[scope] = {normalize_uri(row[0]) for row in rows}
+        if scope not in scopes:
+            below = listings.below(*scope) if listings is not None else None
+            if below is None:
+                pattern = glob.folder + "/*" * glob.depth + "/*"
+                rows = connection.execute("SELECT file FROM glob(?)", [pattern]).fetchall()
+                scopes[scope] = ({normalize_uri(row[0]) for row in rows}, False)
+            else:
+                scopes[scope] = (below, True)
+        stored, from_listing = scopes[scope]
         match = glob.matcher()
-        return {path for path in listings[scope] if match(path)} == set(uris)
+        if {path for path in stored if match(path)} != set(uris):
+            return False
+        if from_listing:
+            listed.setdefault(key, []).append(glob)
+        return True
 
     entries: dict[tuple[str, str], list[tuple[str, int]]] = {}
     for key, uris in groups.items():
         across = _table_glob(uris)
-        if fits(across, uris):
+        if fits(across, uris, key):
             assert across is not None
             entries[key] = [(across.text, len(uris))]
             continue
@@ -67,11 +89,20 @@ def globs_or_paths(
         found: list[tuple[str, int]] = []
         for folder, in_folder in folders.items():
             glob = _folder_glob(folder, in_folder)
-            if glob is not None and fits(glob, in_folder):
+            if glob is not None and fits(glob, in_folder, key):
                 found.append((glob.text, len(in_folder)))
             else:
                 found.extend((uri, 1) for uri in in_folder)
         entries[key] = found
+    if listed and registered_below is not None:
+        registered = registered_below(sorted({glob.folder for globs in listed.values() for glob in globs}))
+        spoiled = {
+            key
+            for key, globs in listed.items()
+            if any(match(path) for match in [glob.matcher() for glob in globs] for path in registered)
+        }
+        if spoiled:
+            entries.update(globs_or_paths(connection, {key: groups[key] for key in spoiled}))
     return entries
 
 

@@ -49,7 +49,12 @@ def registered_paths(
         return set(catalog_paths(connection, settings))
     among = list(among)
     names = None
-    [(held,)] = connection.execute(f"SELECT count(*) FROM {metadata_table(settings, 'ducklake_data_file')}").fetchall()
+    [(held, scheduled)] = connection.execute(
+        f"SELECT (SELECT count(*) FROM {metadata_table(settings, 'ducklake_data_file')}), "
+        f"(SELECT count(*) FROM {metadata_table(settings, 'ducklake_files_scheduled_for_deletion')})"
+    ).fetchall()
+    if not held and not scheduled:
+        return set()
     if held > 4 * len(among):  # else reading them all is cheaper than filtering
         names = sorted({posixpath.basename(uri) for uri in among})
     paths = set(catalog_paths(connection, settings, names=names))
@@ -81,13 +86,16 @@ def catalog_paths(
     *,
     begin_snapshot: int | None = None,
     names: Sequence[str] | None = None,
+    folders: Sequence[str] | None = None,
 ) -> list[str]:
     """Normalised paths of the catalog's data files (those ``begin_snapshot`` added, else every one ever
-    held, scheduled for deletion included), of the file ``names`` only when given."""
-    files = lake_files(connection, settings, kind="data", begin_snapshot=begin_snapshot, file_names=names)
+    held, scheduled for deletion included), of the file ``names`` or below the ``folders`` only when given."""
+    files = lake_files(
+        connection, settings, kind="data", begin_snapshot=begin_snapshot, file_names=names, folders=folders
+    )
     paths = [file.path for file in files]
     if begin_snapshot is None:
-        paths += [file.path for file in scheduled_files(connection, settings, file_names=names)]
+        paths += [file.path for file in scheduled_files(connection, settings, file_names=names, folders=folders)]
     return [normalize_uri(path) for path in paths]
 
 
@@ -105,6 +113,10 @@ def snapshot_with_info(connection: duckdb.DuckDBPyConnection, settings: LakeSett
     if not row or row[0] is None:
         raise RegistrationError("The registration committed but its snapshot is not in the catalog; run it again")
     return row[0]
+
+
+TableColumns = dict[tuple[str, str], tuple[str, str, list[tuple[str, str]]]]
+"""Per table (lower-cased schema and name): its schema, name, and columns with their types."""
 
 
 def table_summaries(
@@ -148,9 +160,7 @@ def table_summaries(
     )
 
 
-def lake_tables(
-    connection: duckdb.DuckDBPyConnection, settings: LakeSettings
-) -> dict[tuple[str, str], tuple[str, str, list[tuple[str, str]]]]:
+def lake_tables(connection: duckdb.DuckDBPyConnection, settings: LakeSettings) -> TableColumns:
     rows = connection.execute(
         """
         SELECT c.schema_name, c.table_name, c.column_name, c.data_type
@@ -161,7 +171,18 @@ def lake_tables(
         """,
         [settings.alias],
     ).fetchall()
-    tables: dict[tuple[str, str], tuple[str, str, list[tuple[str, str]]]] = {}
+    tables: TableColumns = {}
     for schema, table, column, column_type in rows:
         tables.setdefault((schema.lower(), table.lower()), (schema, table, []))[2].append((column, column_type))
     return tables
+
+
+def lake_table_names(
+    connection: duckdb.DuckDBPyConnection, settings: LakeSettings
+) -> dict[tuple[str, str], tuple[str, str]]:
+    """The lake's tables as ``(schema, name)`` by their lower-cased key, without their columns (cheaper than
+    :func:`lake_tables` when only existence matters)."""
+    rows = connection.execute(
+        "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = ?", [settings.alias]
+    ).fetchall()
+    return {(schema.lower(), table.lower()): (schema, table) for schema, table in rows}

@@ -4,7 +4,7 @@ retried on a write conflict, and the result read back from the catalog."""
 import contextlib
 import json
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -18,6 +18,7 @@ from ..locations import is_remote, normalize_uri
 from ..retry import RetryLogger, RetryPolicy, is_write_conflict, retry_on_conflict
 from ..sources import SourceFile
 from ..sql import STRING_LIST, qualified_name, quote_identifier, quote_literal, string_list
+from ..storage import Listings
 from .drift import (
     BadFiles,
     SchemaDrift,
@@ -87,6 +88,7 @@ def register_files(
     retry: RetryPolicy | None = None,
     log: RetryLogger | None = None,
     claims: Sequence[str] = (),
+    listings: Listings | None = None,
 ) -> RegistrationResult:
     """Register every file of ``files`` that the catalog does not know yet, in one snapshot.
 
@@ -102,17 +104,24 @@ def register_files(
     table conflict and the loser starts over (``retry``, warnings to ``log``), so it skips what the
     winner registered instead of adding it twice. ``claims`` (e.g. the partition folders the files come
     from) narrows that on a PostgreSQL catalog: only registrations sharing a claim wait for each other
-    (:mod:`.claims`), so partition runs add to one table side by side.
+    (:mod:`.claims`), so partition runs add to one table side by side. ``listings``, filled by the
+    S3 listing that found ``files`` (:meth:`.FileSource.list_files`), spares listing the prefix again to
+    check the globs that name the new files.
     """
     check_policies(schema_drift, bad_files)
     unique: dict[str, SourceFile] = {}
     for source_file in files:
         unique.setdefault(normalize_uri(source_file.uri), source_file)
 
+    def entries_for(groups: _Groups) -> _Entries:
+        return globs_or_paths(
+            connection, groups, listings, lambda folders: set(catalog_paths(connection, settings, folders=folders))
+        )
+
     def attempt() -> RegistrationResult:
         with claimed(settings, claims) as held:
             commit = (author, message, extra_info, progress, not held)
-            return _register_new(connection, settings, unique, schema_drift, bad_files, commit)
+            return _register_new(connection, settings, unique, schema_drift, bad_files, commit, entries_for)
 
     return retry_on_conflict(
         attempt,
@@ -130,103 +139,101 @@ def _register_new(
     schema_drift: SchemaDrift,
     bad_files: BadFiles,
     commit: "_Commit",
+    entries_for: "Callable[[_Groups], _Entries]",
 ) -> RegistrationResult:
     """One attempt: hand the new files to DuckLake, reading their footers only when it refuses them.
 
     DuckLake itself checks every file against its table (columns, types, readability) while adding it,
-    so the common case, files that fit, reads each footer once, as the raw ``CALL`` would. When DuckLake
-    refuses a file, the transaction is rolled back and the footers are read apart (outside any
-    transaction, since a failing read would abort it) to name every bad file, apply the schema drift
-    policy and add new columns. Inside the transaction, the registered paths are read again after its
-    snapshot is fixed, so a file another writer registered meanwhile is skipped, and a writer committing
-    later makes this commit conflict.
+    so the common case, files that fit, reads each footer once, as the raw ``CALL`` would, and everything
+    else (which files are new, their globs, the tables) is worked out inside that one transaction. When
+    DuckLake refuses a file, or a path cannot be registered and ``bad_files`` is ``fail``, the
+    transaction is rolled back and the footers are read apart (outside any transaction, since a failing
+    read would abort it) to name every bad file, apply the schema drift policy and add new columns. Inside
+    the transaction the registered paths are read after its snapshot is fixed, so a file another writer
+    registered meanwhile is skipped, and a writer committing later makes this commit conflict.
     """
-    registered = registered_paths(connection, settings, unique)
-    problems = {uri: GLOB_REASON for uri in unique if uri not in registered and has_glob_characters(uri)}
-    candidates = sorted(uri for uri in unique if uri not in registered and uri not in problems)
-    if any(is_remote(uri) for uri in candidates):
+    if any(is_remote(uri) for uri in unique):
         load_extension(connection, "httpfs")
-    groups = group_by_table(unique, candidates)
-    entries = globs_or_paths(connection, groups)
-    if not candidates:
-        if problems and bad_files == "fail":
-            raise BadSourceFileError(bad_files_message(problems, settings))
-        skipped = tuple(SkippedFile(uri, reason) for uri, reason in sorted(problems.items()))
-        return _nothing_added(connection, settings, unique, registered, skipped)
-    if not problems or bad_files == "skip":
-        skipped = tuple(SkippedFile(uri, reason) for uri, reason in sorted(problems.items()))
-        with contextlib.suppress(_Refused):
-            return _transaction(
-                connection,
-                settings,
-                unique,
-                candidates,
-                groups,
-                entries,
-                None,
-                schema_drift,
-                skipped,
-                commit,
-            )
+    with contextlib.suppress(_Refused):
+        return _transaction(connection, settings, unique, None, None, schema_drift, bad_files, commit, entries_for)
+    registered = registered_paths(connection, settings, unique)
+    problems = _unregistrable(unique, registered)
+    candidates = sorted(uri for uri in unique if uri not in registered and uri not in problems)
+    entries = entries_for(group_by_table(unique, candidates))
     file_columns, unreadable = read_columns(connection, candidates, [entry for e in entries.values() for entry in e])
     problems.update(unreadable)
     if problems and bad_files == "fail":
         raise BadSourceFileError(bad_files_message(problems, settings))
-    skipped = tuple(SkippedFile(uri, reason) for uri, reason in sorted(problems.items()))
     readable = [uri for uri in candidates if uri not in unreadable]
+    skipped = _skipped(problems)
     if not readable:
         return _nothing_added(connection, settings, unique, registered, skipped)
-    if readable != candidates:
-        groups = group_by_table(unique, readable)
-        entries = globs_or_paths(connection, groups)
     return _transaction(
-        connection,
-        settings,
-        unique,
-        readable,
-        groups,
-        entries,
-        file_columns,
-        schema_drift,
-        skipped,
-        commit,
+        connection, settings, unique, readable, file_columns, schema_drift, skipped, commit, entries_for
     )
 
+
+_Groups = dict[tuple[str, str], list[str]]
+_Entries = dict[tuple[str, str], list[tuple[str, int]]]
+"""Per table (lower-cased schema and name): its new files, and the globs or paths naming them."""
 
 _Commit = tuple[str | None, str | None, "dict[str, str] | None", "Progress | None", bool]
 """Author, message, extra info, progress callback, and whether to claim the tables (no claims held)."""
 
 
 class _Refused(Exception):
-    """DuckLake refused a file on the first, footer-free attempt; the careful path names why."""
+    """The footer-free attempt cannot go on: DuckLake refused a file, or a path cannot be registered and
+    ``bad_files`` is ``fail``. The careful path names why."""
+
+
+def _unregistrable(unique: dict[str, SourceFile], registered: set[str]) -> dict[str, str]:
+    """New paths DuckLake would read as a pattern, with the reason (they are never registered)."""
+    return {uri: GLOB_REASON for uri in unique if uri not in registered and has_glob_characters(uri)}
+
+
+def _skipped(problems: dict[str, str]) -> tuple[SkippedFile, ...]:
+    return tuple(SkippedFile(uri, reason) for uri, reason in sorted(problems.items()))
 
 
 def _transaction(
     connection: duckdb.DuckDBPyConnection,
     settings: LakeSettings,
     unique: dict[str, SourceFile],
-    readable: list[str],
-    groups: dict[tuple[str, str], list[str]],
-    entries: dict[tuple[str, str], list[tuple[str, int]]],
+    readable: list[str] | None,
     file_columns: dict[str, list[str]] | None,
     schema_drift: SchemaDrift,
-    skipped: tuple[SkippedFile, ...],
+    skipping: "BadFiles | tuple[SkippedFile, ...]",
     commit: "_Commit",
+    entries_for: "Callable[[_Groups], _Entries]",
 ) -> RegistrationResult:
-    """Add ``readable`` in one transaction. Without ``file_columns`` (footers not read) nothing is checked
-    beforehand, and a file DuckLake refuses raises :class:`_Refused` after the rollback."""
+    """Add the new files in one transaction.
+
+    Trusting (``readable`` and ``file_columns`` are None): the new files are every file of ``unique`` the
+    catalog does not hold, nothing is checked beforehand, and :class:`_Refused` is raised after the
+    rollback when DuckLake refuses one, or when a path cannot be registered and ``skipping`` (the
+    ``bad_files`` policy) is ``fail``. Careful: ``readable`` were read and found fit, ``skipping`` lists
+    the files left out.
+    """
     author, message, extra_info, progress, claim_tables = commit
     connection.execute("BEGIN TRANSACTION")
     try:
         connection.execute(f"FROM {quote_identifier(settings.alias)}.current_snapshot()").fetchall()
         registered = registered_paths(connection, settings, unique)
-        to_add = [uri for uri in readable if uri not in registered]
-        if to_add != readable:
-            groups = group_by_table(unique, to_add)
-            entries = globs_or_paths(connection, groups)
+        if readable is None:
+            problems = _unregistrable(unique, registered)
+            if problems and skipping == "fail":
+                raise _Refused()
+            skipped = _skipped(problems)
+            to_add = sorted(uri for uri in unique if uri not in registered and uri not in problems)
+        else:
+            assert isinstance(skipping, tuple)
+            skipped = skipping
+            to_add = [uri for uri in readable if uri not in registered]
+        groups = group_by_table(unique, to_add)
         if not groups:
             connection.execute("ROLLBACK")
             return _nothing_added(connection, settings, unique, registered, skipped)
+        entries = entries_for(groups)
         if file_columns is None:
             plans = trusting_plans(connection, settings, unique, groups, entries, schema_drift)
         else:
@@ -240,18 +247,31 @@ def _transaction(
             connection.execute("ROLLBACK")
         raise
 
-    snapshot_id = snapshot_with_info(connection, settings, info)
     added_by_table = {(plan.schema.lower(), plan.name.lower()): len(plan.files) for plan in plans}
-    return RegistrationResult(
-        snapshot_id=snapshot_id,
-        created_snapshot=True,
-        files_added=tuple(sorted(catalog_paths(connection, settings, begin_snapshot=snapshot_id))),
-        already_registered=tuple(sorted(uri for uri in unique if uri in registered)),
-        tables_created=tuple(plan.display_name for plan in plans if not plan.exists),
-        columns_added=tuple(f"{plan.display_name}.{name}" for plan in plans for name, _ in plan.new_columns),
-        skipped=skipped,
-        tables=table_summaries(connection, settings, added_by_table),
-    )
+    with _reading(connection):
+        snapshot_id = snapshot_with_info(connection, settings, info)
+        return RegistrationResult(
+            snapshot_id=snapshot_id,
+            created_snapshot=True,
+            files_added=tuple(sorted(catalog_paths(connection, settings, begin_snapshot=snapshot_id))),
+            already_registered=tuple(sorted(uri for uri in unique if uri in registered)),
+            tables_created=tuple(plan.display_name for plan in plans if not plan.exists),
+            columns_added=tuple(f"{plan.display_name}.{name}" for plan in plans for name, _ in plan.new_columns),
+            skipped=skipped,
+            tables=table_summaries(connection, settings, added_by_table),
+        )
+
+
+@contextlib.contextmanager
+def _reading(connection: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """The result is read back in one read-only transaction: one view of the catalog, and DuckLake loads
+    its snapshot once instead of once per query."""
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(duckdb.Error):
+            connection.execute("ROLLBACK")
 
 
 def _nothing_added(
