@@ -523,6 +523,50 @@ def test_files_stored_after_the_listing_are_never_registered_twice(
     assert query(lake, "SELECT sum(id) FROM crew") == [(sum(sum(range(n * 10, n * 10 + 10)) for n in stored),)]
 
 
+def test_a_file_stored_or_deleted_after_the_listing_leaves_the_run_correct_and_reported(
+    s3_bucket: S3Bucket, s3_settings: S3Settings, tmp_path: Path
+) -> None:
+    client = s3_bucket.client()
+    for number in range(4):
+        client.upload_file(
+            str(crew(tmp_path / f"c{number}.parquet", number * 10)), s3_bucket.name, f"src/crew.{number}.parquet"
+        )
+    lake = LakeSettings.from_strings(str(tmp_path / "lake.ducklake"), str(tmp_path / "data"), s3=s3_settings)
+    listings = Listings()
+    files = FileSource(s3_bucket.uri("src")).list_files(ObjectStore(s3_settings), listings)
+    client.delete_object(Bucket=s3_bucket.name, Key="src/crew.3.parquet")
+    client.put_object(Bucket=s3_bucket.name, Key="src/crew.9.parquet", Body=b"stored after the listing, not Parquet")
+
+    with connect_lake(lake) as connection:
+        result = register_files(connection, lake, files, listings=listings, bad_files="skip")
+
+    assert sorted(result.files_added) == [s3_bucket.uri(f"src/crew.{number}.parquet") for number in range(3)]
+    assert s3_bucket.uri("src/crew.3.parquet") in [file.uri for file in result.skipped]
+    assert query(lake, "SELECT sum(id) FROM crew") == [(sum(range(30)),)]
+
+
+def test_a_file_deleted_after_the_listing_is_reported_as_skipped(
+    s3_bucket: S3Bucket, s3_settings: S3Settings, tmp_path: Path
+) -> None:
+    client = s3_bucket.client()
+    for number in range(3):
+        client.upload_file(
+            str(crew(tmp_path / f"c{number}.parquet", number * 10)), s3_bucket.name, f"src/crew.{number}.parquet"
+        )
+    lake = LakeSettings.from_strings(str(tmp_path / "lake.ducklake"), str(tmp_path / "data"), s3=s3_settings)
+    listings = Listings()
+    files = FileSource(s3_bucket.uri("src")).list_files(ObjectStore(s3_settings), listings)
+    client.delete_object(Bucket=s3_bucket.name, Key="src/crew.2.parquet")
+
+    with connect_lake(lake) as connection:
+        result = register_files(connection, lake, files, listings=listings)
+
+    assert sorted(result.files_added) == [s3_bucket.uri("src/crew.0.parquet"), s3_bucket.uri("src/crew.1.parquet")]
+    [gone] = result.skipped
+    assert gone.uri == s3_bucket.uri("src/crew.2.parquet") and "deleted after the listing" in gone.reason
+    assert query(lake, "SELECT sum(id) FROM crew") == [(sum(range(20)),)]
+
+
 @pytest.fixture
 def web_folder(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """A folder served over HTTP on 127.0.0.1, as a web host serves published Parquet files."""

@@ -18,6 +18,7 @@ a catalog in SQL (for the copies of a catalog that backups and publications rewr
 :func:`lake_files` and :func:`scheduled_files` read an attached lake's files through them.
 """
 
+import fnmatch
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime
@@ -26,7 +27,7 @@ from typing import NamedTuple
 import duckdb
 
 from .lake import LakeSettings, metadata_database
-from .locations import absolute_local_path
+from .locations import absolute_local_path, normalize_uri
 from .sql import qualified_name, string_list
 
 Link = tuple[str | None, bool | None]
@@ -169,13 +170,14 @@ def lake_files(
     kind: str | None = None,
     begin_snapshot: int | None = None,
     file_names: Sequence[str] | None = None,
-    folders: Sequence[str] | None = None,
+    path_globs: Sequence[str] | None = None,
 ) -> list[CatalogFile]:
     """Every data and delete file the attached lake's catalog holds, history included, with its full path.
 
     ``kind`` (``'data'`` or ``'delete'``), ``begin_snapshot`` (files that snapshot added), ``file_names``
-    (files with one of these names, e.g. ``part-0.parquet``) and ``folders`` (files below one of these
-    locations) narrow the list.
+    (files with one of these names, e.g. ``part-0.parquet``) and ``path_globs`` (at least the files whose
+    path, with ``s3a://``/``s3n://`` read as ``s3://``, one of these globs matches, ``*`` crossing ``/``)
+    narrow the list.
     """
     listing = catalog_files_sql(metadata_database(settings.alias), settings.metadata_schema, data_path_sql="$data_path")
     conditions = ["true"]
@@ -189,9 +191,9 @@ def lake_files(
     if file_names is not None:
         conditions.append(_NAME_FILTER)
         parameters["file_names"] = string_list(file_names)
-    if folders is not None:
-        conditions.append(_FOLDER_FILTER)
-        parameters["folders"] = string_list([folder.rstrip("/") + "/" for folder in folders])
+    if path_globs is not None:
+        conditions.append(_GLOB_FILTER)
+        parameters["path_globs"] = string_list(path_globs)
     query = (
         "SELECT kind, file_id, table_id, path, relative, size, begin_snapshot, end_snapshot "
         f"FROM ({listing}) WHERE {' AND '.join(conditions)}"
@@ -204,10 +206,10 @@ def scheduled_files(
     settings: LakeSettings,
     *,
     file_names: Sequence[str] | None = None,
-    folders: Sequence[str] | None = None,
+    path_globs: Sequence[str] | None = None,
 ) -> list[ScheduledFile]:
     """The files DuckLake has scheduled for deletion, by id, with their full path (DuckLake records them
-    relative to the data path); ``file_names`` and ``folders`` narrow the list as in :func:`lake_files`."""
+    relative to the data path); ``file_names`` and ``path_globs`` narrow the list as in :func:`lake_files`."""
     database = metadata_database(settings.alias)
     parts = (database, settings.metadata_schema) if settings.metadata_schema else (database,)
     query = (
@@ -225,15 +227,18 @@ def scheduled_files(
         ScheduledFile(file_id, resolve_path(data_path, (path, relative)), start)
         for file_id, path, relative, start in rows
     ]
-    if folders is not None:
-        starts = tuple(folder.rstrip("/") + "/" for folder in folders)
-        files = [file for file in files if file.path.startswith(starts)]
+    if path_globs is not None:
+        files = [
+            file for file in files if any(fnmatch.fnmatchcase(normalize_uri(file.path), glob) for glob in path_globs)
+        ]
     return files
 
 
 # A semi-join on the file name (hashed), not list_contains, which would compare every row with every name;
 # the names are one JSON text, as sql.STRING_LIST binds them.
 _NAME_FILTER = "parse_filename(path, false, '/') IN (SELECT unnest(from_json($file_names, '[\"VARCHAR\"]')))"
-_FOLDER_FILTER = (
-    "EXISTS (SELECT 1 FROM unnest(from_json($folders, '[\"VARCHAR\"]')) AS f(folder) WHERE starts_with(path, f.folder))"
+# locations.S3_SCHEMES read as s3://, as normalize_uri reads them.
+_GLOB_FILTER = (
+    "EXISTS (SELECT 1 FROM unnest(from_json($path_globs, '[\"VARCHAR\"]')) AS g(pattern) "
+    "WHERE regexp_replace(path, '^[sS]3[aAnN]?://', 's3://') GLOB g.pattern)"
 )

@@ -166,7 +166,8 @@ class FileSource:
 
     def list_files(self, store: ObjectStore, listings: Listings | None = None) -> list[SourceFile]:
         """Every source file, each with its table, sorted by location. ``listings`` receives what an S3
-        listing found (hand it to :func:`~.registration.register_files`, which then lists nothing again)."""
+        listing found: handed to :func:`~.registration.register_files`, it spares listing the prefix again
+        to check the globs naming the new files."""
         if self.kind == "manifest":
             return self.read_manifest(store)
         return [self.source_file(item) for item in self.list_objects(store, listings=listings)]

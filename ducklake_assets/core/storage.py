@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import AlreadyExistsError, ChangedError, NotFoundError, StorageError
-from .locations import is_remote, split_s3_uri
+from .locations import is_remote, normalize_uri, split_s3_uri
 from .locations import join_uri as join_uri  # the Dagster layer imports it from here
 from .optional import require
 from .s3 import S3Settings
@@ -62,7 +62,7 @@ class Listings:
     _folders: dict[str, dict[str, list[str]]] = field(default_factory=dict, init=False, repr=False)
 
     def add(self, prefix: str, uris: Iterable[str]) -> None:
-        prefix = prefix.rstrip("/")
+        prefix = normalize_uri(prefix).rstrip("/")
         self.prefixes[prefix] = frozenset(uris)
         self._folders.pop(prefix, None)
 

@@ -34,7 +34,7 @@ def globs_or_paths(
     connection: duckdb.DuckDBPyConnection,
     groups: dict[tuple[str, str], list[str]],
     listings: Listings | None = None,
-    registered_below: Callable[[list[str]], set[str]] | None = None,
+    registered_matching: Callable[[list[str]], set[str]] | None = None,
 ) -> dict[tuple[str, str], list[tuple[str, int]]]:
     """Per table, the fewest globs that name exactly its new files (paths where no glob does).
 
@@ -48,11 +48,12 @@ def globs_or_paths(
 
     With ``listings`` (what the source's own S3 listing found, see :class:`.Listings`), a folder below a
     listed prefix is not listed again: its glob is compared with that listing, and then with the catalog's
-    files below its folder (``registered_below``, required with ``listings``), so that an object stored
-    after the listing and registered by another writer meanwhile is not added a second time.
+    files it matches (``registered_matching(globs)``, required with ``listings``), so that an object stored
+    after the listing and registered by another writer meanwhile is not added a second time. The window
+    in which a newly stored object joins the batch then runs from the listing to the call.
     """
-    if listings is not None and registered_below is None:
-        raise ValueError("globs_or_paths: listings need registered_below, the catalog's files below a folder")
+    if listings is not None and registered_matching is None:
+        raise ValueError("globs_or_paths: listings need registered_matching, the catalog's files a glob matches")
     scopes: dict[tuple[str, int], tuple[set[str], bool]] = {}  # the objects there, and whether from listings
     listed: dict[tuple[str, str], list[_Glob]] = {}
 
@@ -94,8 +95,8 @@ def globs_or_paths(
             else:
                 found.extend((uri, 1) for uri in in_folder)
         entries[key] = found
-    if listed and registered_below is not None:
-        registered = registered_below(sorted({glob.folder for globs in listed.values() for glob in globs}))
+    if listed and registered_matching is not None:
+        registered = registered_matching(sorted({glob.text for globs in listed.values() for glob in globs}))
         spoiled = {
             key
             for key, globs in listed.items()

@@ -86,16 +86,17 @@ def catalog_paths(
     *,
     begin_snapshot: int | None = None,
     names: Sequence[str] | None = None,
-    folders: Sequence[str] | None = None,
+    path_globs: Sequence[str] | None = None,
 ) -> list[str]:
     """Normalised paths of the catalog's data files (those ``begin_snapshot`` added, else every one ever
-    held, scheduled for deletion included), of the file ``names`` or below the ``folders`` only when given."""
+    held, scheduled for deletion included), of the file ``names`` or at least those ``path_globs`` match
+    (see :func:`~.files.lake_files`) only when given."""
     files = lake_files(
-        connection, settings, kind="data", begin_snapshot=begin_snapshot, file_names=names, folders=folders
+        connection, settings, kind="data", begin_snapshot=begin_snapshot, file_names=names, path_globs=path_globs
     )
     paths = [file.path for file in files]
     if begin_snapshot is None:
-        paths += [file.path for file in scheduled_files(connection, settings, file_names=names, folders=folders)]
+        paths += [file.path for file in scheduled_files(connection, settings, file_names=names, path_globs=path_globs)]
     return [normalize_uri(path) for path in paths]
 
 

@@ -46,7 +46,7 @@ _FILES_PER_CALL = 500
 
 @dataclass(frozen=True)
 class SkippedFile:
-    """A source file left out under ``bad_files='skip'``, with the reason."""
+    """A source file left out, with the reason: under ``bad_files='skip'``, or deleted after the listing."""
 
     uri: str
     reason: str
@@ -104,21 +104,33 @@ def register_files(
     table conflict and the loser starts over (``retry``, warnings to ``log``), so it skips what the
     winner registered instead of adding it twice. ``claims`` (e.g. the partition folders the files come
     from) narrows that on a PostgreSQL catalog: only registrations sharing a claim wait for each other
-    (:mod:`.claims`), so partition runs add to one table side by side. ``listings``, filled by the
-    S3 listing that found ``files`` (:meth:`.FileSource.list_files`), spares listing the prefix again to
-    check the globs that name the new files.
+    (:mod:`.claims`), so partition runs add to one table side by side.
+
+    ``listings``, filled by the S3 listing that found ``files`` (:meth:`.FileSource.list_files`), spares
+    the first attempt listing the prefix again to check the globs that name the new files; an object
+    stored after that listing may then be registered with the batch (it is in ``files_added``), and a
+    file deleted since is listed in ``skipped``. A retry, and the careful pass after DuckLake refused a
+    file, list afresh.
     """
     check_policies(schema_drift, bad_files)
     unique: dict[str, SourceFile] = {}
     for source_file in files:
         unique.setdefault(normalize_uri(source_file.uri), source_file)
 
-    def entries_for(groups: _Groups) -> _Entries:
+    attempts = 0
+
+    def entries_for(groups: _Groups, trusting: bool) -> _Entries:
+        fresh = not trusting or attempts > 1  # the listing was made before the first trusting attempt only
         return globs_or_paths(
-            connection, groups, listings, lambda folders: set(catalog_paths(connection, settings, folders=folders))
+            connection,
+            groups,
+            None if fresh else listings,
+            lambda globs: set(catalog_paths(connection, settings, path_globs=globs)),
         )
 
     def attempt() -> RegistrationResult:
+        nonlocal attempts
+        attempts += 1
         with claimed(settings, claims) as held:
             commit = (author, message, extra_info, progress, not held)
             return _register_new(connection, settings, unique, schema_drift, bad_files, commit, entries_for)
@@ -139,7 +151,7 @@ def _register_new(
     schema_drift: SchemaDrift,
     bad_files: BadFiles,
     commit: "_Commit",
-    entries_for: "Callable[[_Groups], _Entries]",
+    entries_for: "Callable[[_Groups, bool], _Entries]",
 ) -> RegistrationResult:
     """One attempt: hand the new files to DuckLake, reading their footers only when it refuses them.
 
@@ -152,14 +164,14 @@ def _register_new(
     the transaction the registered paths are read after its snapshot is fixed, so a file another writer
     registered meanwhile is skipped, and a writer committing later makes this commit conflict.
     """
-    if any(is_remote(uri) for uri in unique):
-        load_extension(connection, "httpfs")
     with contextlib.suppress(_Refused):
         return _transaction(connection, settings, unique, None, None, schema_drift, bad_files, commit, entries_for)
     registered = registered_paths(connection, settings, unique)
     problems = _unregistrable(unique, registered)
     candidates = sorted(uri for uri in unique if uri not in registered and uri not in problems)
-    entries = entries_for(group_by_table(unique, candidates))
+    if any(is_remote(uri) for uri in candidates):
+        load_extension(connection, "httpfs")
+    entries = entries_for(group_by_table(unique, candidates), False)
     file_columns, unreadable = read_columns(connection, candidates, [entry for e in entries.values() for entry in e])
     problems.update(unreadable)
     if problems and bad_files == "fail":
@@ -204,7 +216,7 @@ def _transaction(
     schema_drift: SchemaDrift,
     skipping: "BadFiles | tuple[SkippedFile, ...]",
     commit: "_Commit",
-    entries_for: "Callable[[_Groups], _Entries]",
+    entries_for: "Callable[[_Groups, bool], _Entries]",
 ) -> RegistrationResult:
     """Add the new files in one transaction.
 
@@ -233,7 +245,9 @@ def _transaction(
         if not groups:
             connection.execute("ROLLBACK")
             return _nothing_added(connection, settings, unique, registered, skipped)
-        entries = entries_for(groups)
+        if any(is_remote(uri) for uri in to_add):
+            load_extension(connection, "httpfs")
+        entries = entries_for(groups, file_columns is None)
         if file_columns is None:
             plans = trusting_plans(connection, settings, unique, groups, entries, schema_drift)
         else:
@@ -250,22 +264,28 @@ def _transaction(
     added_by_table = {(plan.schema.lower(), plan.name.lower()): len(plan.files) for plan in plans}
     with _reading(connection):
         snapshot_id = snapshot_with_info(connection, settings, info)
+        files_added = tuple(sorted(catalog_paths(connection, settings, begin_snapshot=snapshot_id)))
+        added = set(files_added)
+        gone = {uri: _GONE for plan in plans for uri in plan.files if uri not in added}  # deleted after listing
         return RegistrationResult(
             snapshot_id=snapshot_id,
             created_snapshot=True,
-            files_added=tuple(sorted(catalog_paths(connection, settings, begin_snapshot=snapshot_id))),
+            files_added=files_added,
             already_registered=tuple(sorted(uri for uri in unique if uri in registered)),
             tables_created=tuple(plan.display_name for plan in plans if not plan.exists),
             columns_added=tuple(f"{plan.display_name}.{name}" for plan in plans for name, _ in plan.new_columns),
-            skipped=skipped,
+            skipped=tuple(sorted(skipped + _skipped(gone), key=lambda file: file.uri)),
             tables=table_summaries(connection, settings, added_by_table),
         )
 
 
+_GONE = "no longer stored when its glob was registered (deleted after the listing)"
+
+
 @contextlib.contextmanager
 def _reading(connection: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """The result is read back in one read-only transaction: one view of the catalog, and DuckLake loads
-    its snapshot once instead of once per query."""
+    """The result is read back in one transaction that writes nothing and is rolled back: one view of the
+    catalog, and DuckLake loads its snapshot once instead of once per query."""
     connection.execute("BEGIN TRANSACTION")
     try:
         yield
