@@ -13,6 +13,7 @@ from ..lake import LakeSettings
 from ..locations import normalize_uri
 from ..sources import SourceFile
 from ..sql import STRING_LIST, quote_identifier, string_list
+from .globs import Entries, Groups
 from .inventory import lake_table_names, lake_tables, metadata_table
 
 SchemaDrift = Literal["fail", "ignore_extra_columns", "evolve"]
@@ -117,8 +118,8 @@ def plan_tables(
     connection: duckdb.DuckDBPyConnection,
     settings: LakeSettings,
     files: dict[str, SourceFile],
-    groups: dict[tuple[str, str], list[str]],
-    entries: dict[tuple[str, str], list[tuple[str, int]]],
+    groups: Groups,
+    entries: Entries,
     file_columns: dict[str, list[str]],
     schema_drift: SchemaDrift,
 ) -> list[TablePlan]:
@@ -156,8 +157,8 @@ def trusting_plans(
     connection: duckdb.DuckDBPyConnection,
     settings: LakeSettings,
     files: dict[str, SourceFile],
-    groups: dict[tuple[str, str], list[str]],
-    entries: dict[tuple[str, str], list[tuple[str, int]]],
+    groups: Groups,
+    entries: Entries,
     schema_drift: SchemaDrift,
 ) -> list[TablePlan]:
     """Plans for files assumed to fit their tables (DuckLake checks each one as it adds it)."""

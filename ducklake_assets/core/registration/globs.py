@@ -22,9 +22,15 @@ def has_glob_characters(uri: str) -> bool:
     return any(character in uri for character in _GLOB_CHARACTERS)
 
 
-def group_by_table(files: dict[str, SourceFile], uris: list[str]) -> dict[tuple[str, str], list[str]]:
+Groups = dict[tuple[str, str], list[str]]
+"""Per table (lower-cased schema and name): its new files, sorted."""
+Entries = dict[tuple[str, str], list[tuple[str, int]]]
+"""Per table: the globs or paths naming its new files, each with the number of files it names."""
+
+
+def group_by_table(files: dict[str, SourceFile], uris: list[str]) -> Groups:
     """Sorted locations per table, keyed case-insensitively as DuckDB compares names."""
-    groups: dict[tuple[str, str], list[str]] = {}
+    groups: Groups = {}
     for uri in sorted(uris):
         groups.setdefault((files[uri].schema.lower(), files[uri].table.lower()), []).append(uri)
     return dict(sorted(groups.items()))
@@ -32,10 +38,10 @@ def group_by_table(files: dict[str, SourceFile], uris: list[str]) -> dict[tuple[
 
 def globs_or_paths(
     connection: duckdb.DuckDBPyConnection,
-    groups: dict[tuple[str, str], list[str]],
+    groups: Groups,
     listings: Listings | None = None,
     registered_matching: Callable[[list[str]], set[str]] | None = None,
-) -> dict[tuple[str, str], list[tuple[str, int]]]:
+) -> Entries:
     """Per table, the fewest globs that name exactly its new files (paths where no glob does).
 
     A table's files get one glob across the folders of a partitioned layout, else one per folder:
@@ -77,7 +83,7 @@ def globs_or_paths(
             listed.setdefault(key, []).append(glob)
         return True
 
-    entries: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    entries: Entries = {}
     for key, uris in groups.items():
         across = _table_glob(uris)
         if fits(across, uris, key):

@@ -30,7 +30,7 @@ from .drift import (
     read_columns,
     trusting_plans,
 )
-from .globs import GLOB_REASON, globs_or_paths, group_by_table, has_glob_characters
+from .globs import GLOB_REASON, Entries, Groups, globs_or_paths, group_by_table, has_glob_characters
 from .inventory import (
     TableSummary,
     catalog_paths,
@@ -119,7 +119,7 @@ def register_files(
 
     attempts = 0
 
-    def entries_for(groups: _Groups, trusting: bool) -> _Entries:
+    def entries_for(groups: Groups, trusting: bool) -> Entries:
         fresh = not trusting or attempts > 1  # the listing was made before the first trusting attempt only
         return globs_or_paths(
             connection,
@@ -151,7 +151,7 @@ def _register_new(
     schema_drift: SchemaDrift,
     bad_files: BadFiles,
     commit: "_Commit",
-    entries_for: "Callable[[_Groups, bool], _Entries]",
+    entries_for: "Callable[[Groups, bool], Entries]",
 ) -> RegistrationResult:
     """One attempt: hand the new files to DuckLake, reading their footers only when it refuses them.
 
@@ -185,10 +185,6 @@ def _register_new(
     )
 
 
-_Groups = dict[tuple[str, str], list[str]]
-_Entries = dict[tuple[str, str], list[tuple[str, int]]]
-"""Per table (lower-cased schema and name): its new files, and the globs or paths naming them."""
-
 _Commit = tuple[str | None, str | None, "dict[str, str] | None", "Progress | None", bool]
 """Author, message, extra info, progress callback, and whether to claim the tables (no claims held)."""
 
@@ -216,7 +212,7 @@ def _transaction(
     schema_drift: SchemaDrift,
     skipping: "BadFiles | tuple[SkippedFile, ...]",
     commit: "_Commit",
-    entries_for: "Callable[[_Groups, bool], _Entries]",
+    entries_for: "Callable[[Groups, bool], Entries]",
 ) -> RegistrationResult:
     """Add the new files in one transaction.
 
