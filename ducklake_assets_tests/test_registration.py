@@ -1,5 +1,6 @@
 """Registering source Parquet files into a DuckLake: each file once, one snapshot per call, all or nothing."""
 
+import contextlib
 import functools
 import http.server
 import subprocess
@@ -7,13 +8,14 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from ducklake_assets.core.errors import BadSourceFileError, ConfigurationError, SchemaDriftError
 from ducklake_assets.core.lake import LakeSettings, connect_lake
-from ducklake_assets.core.registration import RegistrationResult, register_files
+from ducklake_assets.core.registration import RegistrationResult, TableSummary, register_files, table_summaries
 from ducklake_assets.core.retry import RetryPolicy
 from ducklake_assets.core.s3 import S3Settings
 from ducklake_assets.core.sources import FileSource, SourceFile, TableNaming
@@ -98,6 +100,70 @@ def test_a_folder_becomes_tables_in_one_snapshot_named_after_the_run(tmp_path: P
     assert query(lake, "SELECT count(*), max(name) FROM astronauts") == [(20, "name 9")]
     # registered by reference: the lake's data folder holds no copy
     assert not any(p.is_file() for p in (tmp_path / "lake" / "data").rglob("*"))
+
+
+def fresh_summaries(settings: LakeSettings, result: RegistrationResult) -> tuple[TableSummary, ...]:
+    """The lake's tables read afresh, after the registration, with the files it added per table."""
+    added = {table.name: table.files_added for table in result.tables}
+    with connect_lake(settings) as connection:
+        return tuple(replace(t, files_added=added.get(t.name, 0)) for t in table_summaries(connection, settings))
+
+
+def test_the_result_counts_every_table_as_a_fresh_read_does(tmp_path: Path, lake: LakeSettings) -> None:
+    source = tmp_path / "space"
+    crew(source / "astronauts.p1.parquet", 0)
+    register(lake, FileSource(str(source)))
+    with connect_lake(lake) as connection:  # the user's own tables: rows inlined in the catalog, a file, deletes
+        connection.execute("CREATE TABLE notes AS SELECT range AS i FROM range(3)")
+        connection.execute("DELETE FROM notes WHERE i = 0")
+        connection.execute("CREATE TABLE logs AS SELECT range AS i FROM range(5000)")
+        connection.execute("DELETE FROM logs WHERE i < 100")
+    crew(source / "astronauts.p2.parquet", 10, count=7)
+    parquet(source / "missions.p1.parquet", "SELECT 7 AS mission_id")
+
+    result = register(lake, FileSource(str(source)))
+
+    assert [(t.name, t.row_count, t.file_count, t.files_added) for t in result.tables] == [
+        ("astronauts", 17, 2, 1),
+        ("logs", 4900, 1, 0),
+        ("missions", 1, 1, 1),
+        ("notes", 2, 0, 0),
+    ]
+    assert result.tables == fresh_summaries(lake, result)
+
+
+@pytest.mark.parametrize("catalog", ["duckdb", "postgres"])
+def test_a_commit_by_another_writer_during_registration_is_in_the_result(
+    tmp_path: Path, request: pytest.FixtureRequest, catalog: str
+) -> None:
+    if catalog == "postgres":
+        database: PostgresDatabase = request.getfixturevalue("pg_database")
+        lake = LakeSettings.from_strings(f"postgres:{database.dsn()}", str(tmp_path / "data"))
+    else:
+        lake = LakeSettings.from_strings(str(tmp_path / "catalog.ducklake"), str(tmp_path / "data"))
+    source = tmp_path / "space"
+    crew(source / "astronauts.p1.parquet", 0)
+    register(lake, FileSource(str(source)))
+    with connect_lake(lake) as connection:
+        connection.execute("CREATE TABLE notes AS SELECT range AS i FROM range(3)")
+    crew(source / "astronauts.p2.parquet", 10)
+
+    with connect_lake(lake) as connection:
+
+        def another_writer(done: int, total: int) -> None:  # commits while the registration's transaction is open
+            if done == total:
+                # A DuckDB-file catalog has one writing process: there, another connection of this one.
+                with contextlib.closing(connection.cursor()) if catalog == "duckdb" else connect_lake(lake) as other:
+                    other.execute("INSERT INTO lake.notes VALUES (42)")
+
+        files = FileSource(str(source)).list_files(ObjectStore())
+        result = register_files(connection, lake, files, progress=another_writer)
+
+    assert [(t.name, t.row_count, t.file_count, t.files_added) for t in result.tables] == [
+        ("astronauts", 20, 2, 1),
+        ("notes", 4, 0, 0),
+    ]
+    assert result.tables == fresh_summaries(lake, result)
 
 
 def test_running_again_adds_nothing_and_makes_no_snapshot(tmp_path: Path, lake: LakeSettings) -> None:

@@ -179,7 +179,7 @@ def lake_files(
     path, with ``s3a://``/``s3n://`` read as ``s3://``, one of these globs matches, ``*`` crossing ``/``)
     narrow the list.
     """
-    listing = catalog_files_sql(metadata_database(settings.alias), settings.metadata_schema, data_path_sql="$data_path")
+    listing = catalog_files_sql(metadata_database(settings.alias), settings.catalog_schema, data_path_sql="$data_path")
     conditions = ["true"]
     parameters: dict[str, object] = {"data_path": lake_data_path(connection, settings)}
     if kind is not None:
@@ -210,13 +210,9 @@ def scheduled_files(
 ) -> list[ScheduledFile]:
     """The files DuckLake has scheduled for deletion, by id, with their full path (DuckLake records them
     relative to the data path); ``file_names`` and ``path_globs`` narrow the list as in :func:`lake_files`."""
-    database = metadata_database(settings.alias)
-    parts = (database, settings.metadata_schema) if settings.metadata_schema else (database,)
-    query = (
-        # A SQLite catalog returns the time as text.
-        "SELECT data_file_id, path, path_is_relative, CAST(schedule_start AS TIMESTAMPTZ) "
-        f"FROM {qualified_name(*parts, 'ducklake_files_scheduled_for_deletion')}"
-    )
+    table = qualified_name(metadata_database(settings.alias), settings.catalog_schema, _SCHEDULED)
+    # A SQLite catalog returns the time as text.
+    query = f"SELECT data_file_id, path, path_is_relative, CAST(schedule_start AS TIMESTAMPTZ) FROM {table}"
     parameters = {}
     if file_names is not None:
         query += f" WHERE {_NAME_FILTER}"
@@ -234,6 +230,7 @@ def scheduled_files(
     return files
 
 
+_SCHEDULED = "ducklake_files_scheduled_for_deletion"
 # A semi-join on the file name (hashed), not list_contains, which would compare every row with every name;
 # the names are one JSON text, as sql.STRING_LIST binds them.
 _NAME_FILTER = "parse_filename(path, false, '/') IN (SELECT unnest(from_json($file_names, '[\"VARCHAR\"]')))"

@@ -65,6 +65,19 @@ class LakeSettings:
         """Build from a DuckLake catalog string such as ``lake.ducklake`` or ``postgres:dbname=x``."""
         return cls(catalog=parse_catalog(catalog), data_path=data_path, **kwargs)
 
+    @property
+    def catalog_schema(self) -> str:
+        """The schema of the catalog database that holds DuckLake's tables: ``metadata_schema``, else the
+        catalog's default (``public`` in PostgreSQL, ``main`` in DuckDB and SQLite).
+
+        Catalog tables are named in three parts through it: DuckDB reads a two-part ``catalog.table`` as
+        ``schema.table`` in the default database first, and with the lake in use that has DuckLake load
+        its catalog, about 15 ms after a commit that changed it.
+        """
+        if self.metadata_schema:
+            return self.metadata_schema
+        return "public" if isinstance(self.catalog, PostgresCatalog) else "main"
+
     def secrets(self) -> list[str]:
         """Values that must never appear in a message, log line or metadata."""
         found = list(self.s3.secrets()) if self.s3 else []
@@ -202,7 +215,7 @@ def _ensure_local_data_path(connection: duckdb.DuckDBPyConnection, settings: Lak
     effective = row[0] if row else None
     if not effective or is_remote(effective) or Path(effective).exists():
         return
-    metadata = metadata_prefix(settings.alias, settings.metadata_schema)
+    metadata = metadata_prefix(settings.alias, settings.catalog_schema)
     [(relative_files,)] = connection.execute(
         f"SELECT count(*) FROM {metadata}.ducklake_data_file WHERE path_is_relative AND end_snapshot IS NULL"
     ).fetchall()

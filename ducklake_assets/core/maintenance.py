@@ -255,7 +255,7 @@ class _Run:
 
     @property
     def metadata(self) -> str:
-        return metadata_prefix(self.alias, self.settings.metadata_schema)
+        return metadata_prefix(self.alias, self.settings.catalog_schema)
 
     def call(self, what: str, sql: str, parameters: Sequence[object]) -> list[tuple]:
         try:

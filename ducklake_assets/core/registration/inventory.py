@@ -31,10 +31,8 @@ class TableSummary:
 
 
 def metadata_table(settings: LakeSettings, name: str) -> str:
-    parts = [metadata_database(settings.alias)]
-    if settings.metadata_schema:
-        parts.append(settings.metadata_schema)
-    return qualified_name(*parts, name)
+    """The catalog table ``name`` (e.g. ``ducklake_data_file``) of the lake, in three quoted parts."""
+    return qualified_name(metadata_database(settings.alias), settings.catalog_schema, name)
 
 
 def registered_paths(
@@ -129,36 +127,74 @@ def table_summaries(
     columns = lake_tables(connection, settings)
     if not columns:
         return ()
+    rows = row_counts(connection, settings, {key: (schema, name) for key, (schema, name, _) in columns.items()})
+    files = {key: count for key, (count, _) in file_counts(connection, settings).items()}
+    return summarize(columns, rows, files, files_added or {})
+
+
+def summarize(
+    columns: TableColumns,
+    rows: dict[tuple[str, str], int],
+    files: dict[tuple[str, str], int],
+    files_added: dict[tuple[str, str], int],
+) -> tuple[TableSummary, ...]:
+    """Table summaries from each table's columns, row count, data file count and files added."""
+    return tuple(
+        TableSummary(
+            schema=schema,
+            name=name,
+            row_count=rows.get(key, 0),
+            file_count=files.get(key, 0),
+            files_added=files_added.get(key, 0),
+            columns=tuple(table_columns),
+        )
+        for key, (schema, name, table_columns) in sorted(columns.items())
+    )
+
+
+def row_counts(
+    connection: duckdb.DuckDBPyConnection, settings: LakeSettings, tables: dict[tuple[str, str], tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    """The row count of each of ``tables`` (``(schema, name)`` by key), in one query DuckLake answers from
+    its metadata."""
+    if not tables:
+        return {}
+    keys = sorted(tables)
+    union = " UNION ALL ".join(
+        f"SELECT ? AS position, count(*) FROM {qualified_name(settings.alias, *tables[key])}" for key in keys
+    )
+    counts = dict(connection.execute(union, list(range(len(keys)))).fetchall())
+    return {key: counts[position] for position, key in enumerate(keys)}
+
+
+def file_counts(
+    connection: duckdb.DuckDBPyConnection, settings: LakeSettings, snapshot_id: int | None = None
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """Per table of the latest snapshot (lower-cased schema and name): its data file count, and the rows of
+    the files ``snapshot_id`` added (0 without one), read from the catalog tables alone."""
     table = metadata_table(settings, "ducklake_table")
     schema = metadata_table(settings, "ducklake_schema")
     data_file = metadata_table(settings, "ducklake_data_file")
-    file_counts = {
-        (schema_name.lower(), table_name.lower()): count
-        for schema_name, table_name, count in connection.execute(
-            f"""
-            SELECT s.schema_name, t.table_name, count(f.data_file_id)
-            FROM {table} t JOIN {schema} s ON s.schema_id = t.schema_id AND s.end_snapshot IS NULL
-            LEFT JOIN {data_file} f ON f.table_id = t.table_id AND f.end_snapshot IS NULL
-            WHERE t.end_snapshot IS NULL GROUP BY ALL
-            """
-        ).fetchall()
-    }
-    keys = sorted(columns)
-    union = " UNION ALL ".join(
-        f"SELECT ? AS position, count(*) FROM {qualified_name(settings.alias, *columns[key][:2])}" for key in keys
-    )
-    counts = dict(connection.execute(union, list(range(len(keys)))).fetchall())
-    return tuple(
-        TableSummary(
-            schema=columns[key][0],
-            name=columns[key][1],
-            row_count=counts[position],
-            file_count=file_counts.get(key, 0),
-            files_added=(files_added or {}).get(key, 0),
-            columns=tuple(columns[key][2]),
-        )
-        for position, key in enumerate(keys)
-    )
+    rows = connection.execute(
+        f"""
+        SELECT s.schema_name, t.table_name, count(f.data_file_id),
+            coalesce(sum(f.record_count) FILTER (WHERE f.begin_snapshot = ?), 0)
+        FROM {table} t JOIN {schema} s ON s.schema_id = t.schema_id AND s.end_snapshot IS NULL
+        LEFT JOIN {data_file} f ON f.table_id = t.table_id AND f.end_snapshot IS NULL
+        WHERE t.end_snapshot IS NULL GROUP BY ALL
+        """,
+        [snapshot_id],
+    ).fetchall()
+    return {(schema.lower(), name.lower()): (files, int(added)) for schema, name, files, added in rows}
+
+
+def snapshots_between(connection: duckdb.DuckDBPyConnection, settings: LakeSettings, first: int, last: int) -> int:
+    """How many snapshots were committed after ``first`` and before ``last``."""
+    snapshot = metadata_table(settings, "ducklake_snapshot")
+    [(count,)] = connection.execute(
+        f"SELECT count(*) FROM {snapshot} WHERE snapshot_id > ? AND snapshot_id < ?", [first, last]
+    ).fetchall()
+    return count
 
 
 def lake_tables(connection: duckdb.DuckDBPyConnection, settings: LakeSettings) -> TableColumns:

@@ -32,11 +32,18 @@ from .drift import (
 )
 from .globs import GLOB_REASON, Entries, Groups, globs_or_paths, group_by_table, has_glob_characters
 from .inventory import (
+    TableColumns,
     TableSummary,
     catalog_paths,
     current_snapshot,
+    file_counts,
+    lake_table_names,
+    lake_tables,
     registered_paths,
+    row_counts,
     snapshot_with_info,
+    snapshots_between,
+    summarize,
     table_summaries,
 )
 
@@ -225,7 +232,7 @@ def _transaction(
     author, message, extra_info, progress, claim_tables = commit
     connection.execute("BEGIN TRANSACTION")
     try:
-        connection.execute(f"FROM {quote_identifier(settings.alias)}.current_snapshot()").fetchall()
+        start = _transaction_snapshot(connection, settings)
         registered = registered_paths(connection, settings, unique)
         if readable is None:
             problems = _unregistrable(unique, registered)
@@ -248,8 +255,9 @@ def _transaction(
             plans = trusting_plans(connection, settings, unique, groups, entries, schema_drift)
         else:
             plans = plan_tables(connection, settings, unique, groups, entries, file_columns, schema_drift)
+        rows_before = row_counts(connection, settings, lake_table_names(connection, settings))
         info = json.dumps({**(extra_info or {}), "registration": uuid.uuid4().hex}, sort_keys=True)
-        _write_and_commit(
+        columns = _write_and_commit(
             connection, settings, plans, author, message, info, progress, file_columns is None, claim_tables
         )
     except BaseException:
@@ -258,36 +266,61 @@ def _transaction(
         raise
 
     added_by_table = {(plan.schema.lower(), plan.name.lower()): len(plan.files) for plan in plans}
-    with _reading(connection):
-        snapshot_id = snapshot_with_info(connection, settings, info)
-        files_added = tuple(sorted(catalog_paths(connection, settings, begin_snapshot=snapshot_id)))
-        added = set(files_added)
-        gone = {uri: _GONE for plan in plans for uri in plan.files if uri not in added}  # deleted after listing
-        return RegistrationResult(
-            snapshot_id=snapshot_id,
-            created_snapshot=True,
-            files_added=files_added,
-            already_registered=tuple(sorted(uri for uri in unique if uri in registered)),
-            tables_created=tuple(plan.display_name for plan in plans if not plan.exists),
-            columns_added=tuple(f"{plan.display_name}.{name}" for plan in plans for name, _ in plan.new_columns),
-            skipped=tuple(sorted(skipped + _skipped(gone), key=lambda file: file.uri)),
-            tables=table_summaries(connection, settings, added_by_table),
-        )
+    with _reading(connection) as reader:
+        snapshot_id = snapshot_with_info(reader, settings, info)
+        files_added = tuple(sorted(catalog_paths(reader, settings, begin_snapshot=snapshot_id)))
+        tables = None
+        if not snapshots_between(reader, settings, start, snapshot_id):
+            # Nobody committed in between: the tables are as this transaction saw them before its commit,
+            # with the rows of the files it added.
+            files = file_counts(reader, settings, snapshot_id)
+            rows = {key: rows_before.get(key, 0) + files.get(key, (0, 0))[1] for key in columns}
+            tables = summarize(columns, rows, {key: count for key, (count, _) in files.items()}, added_by_table)
+    if tables is None:
+        with _reading(connection, lake=True) as reader:
+            tables = table_summaries(reader, settings, added_by_table)
+    added = set(files_added)
+    gone = {uri: _GONE for plan in plans for uri in plan.files if uri not in added}  # deleted after listing
+    return RegistrationResult(
+        snapshot_id=snapshot_id,
+        created_snapshot=True,
+        files_added=files_added,
+        already_registered=tuple(sorted(uri for uri in unique if uri in registered)),
+        tables_created=tuple(plan.display_name for plan in plans if not plan.exists),
+        columns_added=tuple(f"{plan.display_name}.{name}" for plan in plans for name, _ in plan.new_columns),
+        skipped=tuple(sorted(skipped + _skipped(gone), key=lambda file: file.uri)),
+        tables=tables,
+    )
+
+
+def _transaction_snapshot(connection: duckdb.DuckDBPyConnection, settings: LakeSettings) -> int:
+    """The snapshot the open transaction reads (asking for it also fixes it)."""
+    query = f"SELECT id FROM {quote_identifier(settings.alias)}.current_snapshot()"
+    [(snapshot_id,)] = connection.execute(query).fetchall()
+    return snapshot_id
 
 
 _GONE = "no longer stored when its glob was registered (deleted after the listing)"
 
 
 @contextlib.contextmanager
-def _reading(connection: duckdb.DuckDBPyConnection) -> Iterator[None]:
+def _reading(connection: duckdb.DuckDBPyConnection, lake: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     """The result is read back in one transaction that writes nothing and is rolled back: one view of the
-    catalog, and DuckLake loads its snapshot once instead of once per query."""
-    connection.execute("BEGIN TRANSACTION")
+    catalog, and DuckLake loads its snapshot once instead of once per query.
+
+    Unless the lake's own tables are read (``lake``), on a cursor of the connection, whose default database
+    is not the lake: there, resolving a function name, even ``count``, looks in the lake first, which has
+    DuckLake load the catalog the commit just changed (about 15 ms), and the catalog tables need none of it.
+    """
+    reader = connection if lake else connection.cursor()
+    reader.execute("BEGIN TRANSACTION")
     try:
-        yield
+        yield reader
     finally:
         with contextlib.suppress(duckdb.Error):
-            connection.execute("ROLLBACK")
+            reader.execute("ROLLBACK")
+        if not lake:
+            reader.close()
 
 
 def _nothing_added(
@@ -319,8 +352,9 @@ def _write_and_commit(
     progress: Progress | None,
     trusting: bool = False,
     claim_tables: bool = True,
-) -> None:
-    """Create, alter and fill the planned tables, then commit. ``trusting``: a refused file raises
+) -> TableColumns:
+    """Create, alter and fill the planned tables, then commit; return the lake's tables with their columns
+    as the transaction saw them just before its commit. ``trusting``: a refused file raises
     :class:`_Refused` (the caller reads the footers and tries again) instead of failing the call."""
     alias = settings.alias
     total = sum(len(plan.files) for plan in plans)
@@ -363,11 +397,13 @@ def _write_and_commit(
                 if progress:
                     progress(done, total)
         current = None
+        columns = lake_tables(connection, settings)
         connection.execute(
             f"CALL {quote_identifier(alias)}.set_commit_message(?, ?, extra_info => ?)",
             [author or "ducklake-assets", message or f"Registered {total} source files", info],
         )
         connection.execute("COMMIT")
+        return columns
     except duckdb.Error as error:
         if trusting and current is not None and not isinstance(error, duckdb.InterruptException):
             if not is_write_conflict(error):
