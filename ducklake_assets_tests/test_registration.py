@@ -489,6 +489,9 @@ def test_hostile_file_names_are_quoted_never_run(tmp_path: Path, lake: LakeSetti
     result = register(lake, FileSource(str(source), naming=TableNaming(schema='we"ird schema')))
 
     assert sorted(result.tables_created) == sorted(f'we"ird schema.{name}' for name in names)
+    assert {t.display_name: (t.row_count, t.columns) for t in result.tables if t.name != "y"} == {
+        f'we"ird schema.{name}': (10, (("id", "BIGINT"), ("name", "VARCHAR"))) for name in names
+    }
     for name in names:
         table = qualified_name("lake", 'we"ird schema', name)
         assert query(lake, f"SELECT count(*) FROM {table}") == [(10,)]

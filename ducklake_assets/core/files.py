@@ -201,6 +201,22 @@ def lake_files(
     return [CatalogFile._make(row) for row in connection.execute(query, parameters).fetchall()]
 
 
+def data_files_added(connection: duckdb.DuckDBPyConnection, settings: LakeSettings, snapshot_id: int) -> list[str]:
+    """Full paths of the data files ``snapshot_id`` added.
+
+    A file linked by absolute path, as registered source files are, is its own full path by the rule above,
+    so such files are read straight from the catalog table; any other has the whole rule applied
+    (:func:`lake_files`, whose query costs a few milliseconds more).
+    """
+    table = qualified_name(metadata_database(settings.alias), settings.catalog_schema, "ducklake_data_file")
+    rows = connection.execute(
+        f"SELECT path, path_is_relative FROM {table} WHERE begin_snapshot = ?", [snapshot_id]
+    ).fetchall()
+    if all(relative is not None and not relative for _, relative in rows):
+        return [path for path, _ in rows]
+    return [file.path for file in lake_files(connection, settings, kind="data", begin_snapshot=snapshot_id)]
+
+
 def scheduled_files(
     connection: duckdb.DuckDBPyConnection,
     settings: LakeSettings,

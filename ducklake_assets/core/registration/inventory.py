@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import duckdb
 
 from ..errors import RegistrationError
-from ..files import lake_files, restored_from, scheduled_files
+from ..files import data_files_added, lake_files, restored_from, scheduled_files
 from ..lake import LakeSettings, metadata_database
 from ..locations import normalize_uri
 from ..sql import qualified_name
@@ -82,20 +82,20 @@ def catalog_paths(
     connection: duckdb.DuckDBPyConnection,
     settings: LakeSettings,
     *,
-    begin_snapshot: int | None = None,
     names: Sequence[str] | None = None,
     path_globs: Sequence[str] | None = None,
 ) -> list[str]:
-    """Normalised paths of the catalog's data files (those ``begin_snapshot`` added, else every one ever
-    held, scheduled for deletion included), of the file ``names`` or at least those ``path_globs`` match
-    (see :func:`~.files.lake_files`) only when given."""
-    files = lake_files(
-        connection, settings, kind="data", begin_snapshot=begin_snapshot, file_names=names, path_globs=path_globs
-    )
+    """Normalised paths of every data file the catalog ever held, scheduled for deletion included; of the
+    file ``names`` or at least those ``path_globs`` match (see :func:`~.files.lake_files`) only when given."""
+    files = lake_files(connection, settings, kind="data", file_names=names, path_globs=path_globs)
     paths = [file.path for file in files]
-    if begin_snapshot is None:
-        paths += [file.path for file in scheduled_files(connection, settings, file_names=names, path_globs=path_globs)]
+    paths += [file.path for file in scheduled_files(connection, settings, file_names=names, path_globs=path_globs)]
     return [normalize_uri(path) for path in paths]
+
+
+def paths_added(connection: duckdb.DuckDBPyConnection, settings: LakeSettings, snapshot_id: int) -> list[str]:
+    """Normalised paths of the data files ``snapshot_id`` added."""
+    return [normalize_uri(path) for path in data_files_added(connection, settings, snapshot_id)]
 
 
 def current_snapshot(connection: duckdb.DuckDBPyConnection, settings: LakeSettings) -> int:
@@ -198,19 +198,29 @@ def snapshots_between(connection: duckdb.DuckDBPyConnection, settings: LakeSetti
 
 
 def lake_tables(connection: duckdb.DuckDBPyConnection, settings: LakeSettings) -> TableColumns:
-    rows = connection.execute(
-        """
-        SELECT c.schema_name, c.table_name, c.column_name, c.data_type
-        FROM duckdb_columns() c JOIN duckdb_tables() t
-          ON t.database_name = c.database_name AND t.schema_name = c.schema_name AND t.table_name = c.table_name
-        WHERE c.database_name = ?
-        ORDER BY c.schema_name, c.table_name, c.column_index
-        """,
-        [settings.alias],
-    ).fetchall()
-    tables: TableColumns = {}
-    for schema, table, column, column_type in rows:
-        tables.setdefault((schema.lower(), table.lower()), (schema, table, []))[2].append((column, column_type))
+    """The lake's tables with their columns and types, by lower-cased schema and name."""
+    names = lake_table_names(connection, settings)
+    tables: TableColumns = {key: (schema, name, []) for key, (schema, name) in names.items()}
+    if any('"' in part for pair in names.values() for part in pair):
+        # pragma_table_info cannot parse a quote inside a name; duckdb_columns() can, but the first call in
+        # a connection builds the columns of DuckDB's own catalog views first (about 8 ms).
+        rows = connection.execute(
+            "SELECT schema_name, table_name, column_name, data_type FROM duckdb_columns() "
+            "WHERE database_name = ? AND table_oid IN (SELECT table_oid FROM duckdb_tables() WHERE database_name = ?) "
+            "ORDER BY schema_name, table_name, column_index",
+            [settings.alias, settings.alias],
+        ).fetchall()
+        for schema, table, column, column_type in rows:
+            tables[(schema.lower(), table.lower())][2].append((column, column_type))
+        return tables
+    keys = sorted(names)
+    if keys:
+        union = " UNION ALL ".join("SELECT ? AS position, cid, name, type FROM pragma_table_info(?)" for _ in keys)
+        parameters: list[object] = []
+        for position, key in enumerate(keys):
+            parameters += [position, qualified_name(settings.alias, *names[key])]
+        for position, _, column, column_type in connection.execute(union + " ORDER BY 1, 2", parameters).fetchall():
+            tables[keys[position]][2].append((column, column_type))
     return tables
 
 

@@ -39,6 +39,7 @@ from .inventory import (
     file_counts,
     lake_table_names,
     lake_tables,
+    paths_added,
     registered_paths,
     row_counts,
     snapshot_with_info,
@@ -268,7 +269,7 @@ def _transaction(
     added_by_table = {(plan.schema.lower(), plan.name.lower()): len(plan.files) for plan in plans}
     with _reading(connection) as reader:
         snapshot_id = snapshot_with_info(reader, settings, info)
-        files_added = tuple(sorted(catalog_paths(reader, settings, begin_snapshot=snapshot_id)))
+        files_added = tuple(sorted(paths_added(reader, settings, snapshot_id)))
         tables = None
         if not snapshots_between(reader, settings, start, snapshot_id):
             # Nobody committed in between: the tables are as this transaction saw them before its commit,
