@@ -3,7 +3,6 @@
 else the paths themselves."""
 
 import os
-import posixpath
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,7 +91,7 @@ def globs_or_paths(
             continue
         folders: dict[str, list[str]] = {}
         for uri in uris:
-            folders.setdefault(posixpath.dirname(uri), []).append(uri)
+            folders.setdefault(uri.rpartition("/")[0], []).append(uri)
         found: list[tuple[str, int]] = []
         for folder, in_folder in folders.items():
             glob = _folder_glob(folder, in_folder)
@@ -126,8 +125,9 @@ class _Glob:
     def text(self) -> str:
         return f"{self.folder}/{'*/' * self.depth}{self.prefix}*{self.suffix}"
 
-    def matcher(self) -> Callable[[str], bool]:
-        """DuckDB's reading of :attr:`text` (``*`` stays within one path segment), as a regex."""
+    def matcher(self) -> Callable[[str], object]:
+        """DuckDB's reading of :attr:`text` (``*`` stays within one path segment), as a regex: the returned
+        function's result is true for a path the glob matches."""
         pattern = re.compile(
             re.escape(self.folder + "/")
             + "[^/]*/" * self.depth
@@ -135,7 +135,7 @@ class _Glob:
             + "[^/]*"
             + re.escape(self.suffix)
         )
-        return lambda path: pattern.fullmatch(path) is not None
+        return pattern.fullmatch
 
 
 def _table_glob(uris: list[str]) -> "_Glob | None":
@@ -143,7 +143,7 @@ def _table_glob(uris: list[str]) -> "_Glob | None":
     as ``src/day=N/astronauts.K.parquet``): ``<common folder>/*/.../<common name prefix>*<common suffix>``."""
     if len(uris) < 2 or uris[0].startswith(("http://", "https://")):
         return None
-    folders = {posixpath.dirname(uri) for uri in uris}
+    folders = {uri.rpartition("/")[0] for uri in uris}
     if len(folders) < 2:
         return None
     parts = [folder.split("/") for folder in folders]
@@ -156,7 +156,7 @@ def _table_glob(uris: list[str]) -> "_Glob | None":
     depths = {len(folder) - len(common) for folder in parts}
     if len(depths) != 1 or root in folders or len(common) < 2 or not common[-1]:
         return None
-    names = [posixpath.basename(uri) for uri in uris]
+    names = [uri.rpartition("/")[2] for uri in uris]
     prefix = os.path.commonprefix(names)
     suffix = os.path.commonprefix([name[len(prefix) :][::-1] for name in names])[::-1]
     if "." not in prefix or not suffix:
