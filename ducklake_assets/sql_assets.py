@@ -109,7 +109,7 @@ def ducklake_sql_asset(
                 log=context.log,
                 secrets=secrets,
             )
-            info = catalog_info(connection, settings.alias, settings.describe(), settings.metadata_schema)
+            info = catalog_info(connection, settings.alias, settings.describe(), settings.catalog_schema)
             summary = table_summary(connection, settings.alias, table_schema, table) if table else None
         metadata = sql_commands_metadata(results, info)
         if summary is not None:

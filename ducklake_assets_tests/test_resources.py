@@ -3,6 +3,7 @@
 import logging
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import dagster as dg
 import duckdb
@@ -244,6 +245,21 @@ def test_object_store_local_and_s3_alike(tmp_path, s3_bucket, s3_settings):
         store.delete(target)
         assert not store.exists(target)
     assert [k["Key"] for k in s3_bucket.client().list_objects_v2(Bucket=s3_bucket.name).get("Contents", [])] == []
+
+
+def test_an_s3_listing_and_a_head_request_tell_the_same_modified_time(tmp_path, s3_bucket, s3_settings):
+    store = ObjectStore(s3_settings)
+    source = tmp_path / "payload.bin"
+    source.write_bytes(b"x")
+    before = datetime.now(UTC).replace(microsecond=0)
+    store.put_file(source, s3_bucket.uri("in/payload.bin"))
+
+    [listed] = store.list_prefix(s3_bucket.uri("in"))  # ISO 8601 in the listing's XML
+    headed = store.stat(s3_bucket.uri("in/payload.bin"))  # an HTTP date in the Last-Modified header
+
+    assert listed.modified.tzinfo is not None and headed.modified.tzinfo is not None
+    assert listed.modified.replace(microsecond=0) == headed.modified
+    assert before <= headed.modified <= datetime.now(UTC)
 
 
 def test_settings_describe_never_shows_the_password():

@@ -37,7 +37,10 @@ def metadata_database(alias: str) -> str:
 
 
 def metadata_prefix(alias: str, metadata_schema: str | None = None) -> str:
-    """Quoted prefix of the catalog tables of the lake attached as ``alias``: ``<prefix>.ducklake_snapshot``."""
+    """Quoted prefix of the catalog tables of the lake attached as ``alias``: ``<prefix>.ducklake_snapshot``.
+
+    ``metadata_schema`` is their schema, :attr:`LakeSettings.catalog_schema` where the settings are known;
+    without one the prefix has two parts, which DuckDB resolves through the lake in use first."""
     database = metadata_database(alias)
     return qualified_name(database, metadata_schema) if metadata_schema else quote_identifier(database)
 

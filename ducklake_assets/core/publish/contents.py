@@ -92,7 +92,7 @@ def catalog_contents(settings: LakeSettings, snapshot_id: int | None = None) -> 
                     f"Snapshot {snapshot_id} is not in catalog {settings.describe()} (latest is {latest}): the "
                     "frozen lake was not published from this catalog, or was changed after publication."
                 )
-        return lake_contents(connection, alias, snapshot_id, metadata_schema=settings.metadata_schema), latest
+        return lake_contents(connection, alias, snapshot_id, metadata_schema=settings.catalog_schema), latest
 
 
 def local_or_url(uri: str) -> str:
