@@ -43,6 +43,7 @@ class S3Settings:
 
     def boto3_client(self) -> Any:  # boto3 makes its client classes at run time: no static type
         """A boto3 S3 client for these settings."""
+        require("boto3", "S3")  # first, so that a missing extra is named by the package users install
         Config = require("botocore.config", "S3").Config  # noqa: N806
 
         style = "path" if self.path_style else "virtual" if self.virtual_style else "auto"
