@@ -2,8 +2,8 @@
 
 For each size (``--files``, default 2,000 and 20,000) and layout, flat (``src/tableT.N.parquet``) and one
 folder per day (``src/day=NNNNN/tableT.N.parquet``, ``--per-day`` files a day), on local disk and on S3
-(moto's server on 127.0.0.1, sizes ``--s3-files``), times, interleaved in the same run (``--rounds``
-rounds, min and median), each into a fresh lake (DuckDB catalog):
+(moto's server on 127.0.0.1, in a process of its own, sizes ``--s3-files``), times, interleaved in the
+same run (``--rounds`` rounds, min and median), each into a fresh lake (DuckDB catalog):
 
 * ours: list the source (``FileSource.list_files``) and ``register_files`` (skip what is registered, one
   snapshot, the fewest globs that name exactly the new files);
@@ -22,10 +22,11 @@ Goal: ours within 1.1x of the raw glob on every layout, size and store.
 """
 
 import argparse
-import logging
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,7 +35,6 @@ from pathlib import Path
 
 import boto3
 import duckdb
-from moto.server import ThreadedMotoServer
 
 from ducklake_assets.core.lake import LakeSettings, connect_lake
 from ducklake_assets.core.registration import register_files
@@ -163,13 +163,26 @@ def compare(
     )
 
 
-def s3_endpoint() -> tuple[ThreadedMotoServer, S3Settings]:
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+_MOTO = """
+import logging, threading
+from moto.server import ThreadedMotoServer
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+print(server.get_host_and_port()[1], flush=True)
+threading.Event().wait()
+"""
+
+
+def s3_endpoint() -> tuple[subprocess.Popen, S3Settings]:
+    """moto's S3 server on 127.0.0.1 in a process of its own, as a remote store would be: in this process its
+    threads would share the interpreter, and its garbage collections over every stored object, with the code
+    being timed (ours allocates more Python objects than the raw way, so it paid more of them)."""
+    server = subprocess.Popen([sys.executable, "-c", _MOTO], stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    port = int(server.stdout.readline())
     settings = S3Settings(
-        endpoint_url=f"http://{host}:{port}",
+        endpoint_url=f"http://127.0.0.1:{port}",
         region_name="us-east-1",
         aws_access_key_id="benchmark",
         aws_secret_access_key="benchmark-secret",
@@ -231,7 +244,8 @@ def main() -> None:
                         )
                         shutil.rmtree(root.parent)
             finally:
-                server.stop()
+                server.terminate()
+                server.wait()
 
 
 if __name__ == "__main__":
