@@ -1,11 +1,12 @@
 """Benchmark: one tick of the new-file sensor against a bare listing of the same source.
 
 Fills a source with ``--files`` files (local folder: hard links of one Parquet file, so writing 100,000
-takes seconds; S3: moto's server on 127.0.0.1 with ``--s3-files`` objects), then each round adds
-``--new`` files and times, interleaved on the same state:
+takes seconds; S3: moto's server on 127.0.0.1, in a process of its own, with ``--s3-files`` objects), then
+each round adds ``--new`` files and times, interleaved on the same state:
 
 * bare listing (the fastest way to learn what is there): locally a recursive ``os.scandir`` with one
-  ``stat`` per file; on S3 a paginated ``list_objects_v2``; nothing compared, no cursor;
+  ``stat`` per file; on S3 a paginated ``list_objects_v2`` through the library's own boto3 client (the
+  fastest we know); nothing compared, no cursor;
 * ours: the pipeline's real sensor (``new_file_sensor``), evaluated through Dagster's
   ``build_sensor_context`` with the previous tick's cursor, in both orders: ``modified`` (any naming: the
   listing, then a comparison with the cursor's time) and ``key`` (names that sort by arrival: locally,
@@ -23,7 +24,6 @@ against ours. Two local layouts: flat (``src/<n>.parquet``) and one folder per d
 
 import argparse
 import json
-import logging
 import os
 import shutil
 import statistics
@@ -36,7 +36,6 @@ from pathlib import Path
 import boto3
 import dagster as dg
 import duckdb
-from moto.server import ThreadedMotoServer
 
 from ducklake_assets.core.sources import FileSource
 from ducklake_assets.core.sql import quote_literal
@@ -149,14 +148,16 @@ def local_run(work: Path, files: int, new: int, rounds: int, partitioned: bool) 
 
 
 def s3_run(files: int, new: int, rounds: int) -> None:
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    from register_files import s3_endpoint  # moto in a process of its own, as for the registration figures
+
+    server, settings = s3_endpoint()
     try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
+        endpoint = settings.endpoint_url
         options = {"region_name": "us-east-1", "aws_access_key_id": "bench", "aws_secret_access_key": "bench-secret"}
         client = boto3.client("s3", endpoint_url=endpoint, **options)
+        # The bare listing goes through the library's own client, the fastest we know (it reads S3's dates
+        # with the standard library); the naive sensor through a stock boto3 client, as most people write it.
+        fastest = settings.boto3_client()
         client.create_bucket(Bucket="bench")
         body = b"PAR1" + b"\0" * 64
 
@@ -170,7 +171,7 @@ def s3_run(files: int, new: int, rounds: int) -> None:
         cursors: dict[str, str | None] = {order: tick(None, resources)[1] for order, tick in ticks.items()}
 
         def bare() -> int:
-            pages = client.get_paginator("list_objects_v2").paginate(Bucket="bench", Prefix="src/")
+            pages = fastest.get_paginator("list_objects_v2").paginate(Bucket="bench", Prefix="src/")
             return sum(len(page.get("Contents", ())) for page in pages)
 
         def naive(cursor: str | None) -> tuple[int, str]:
@@ -204,7 +205,8 @@ def s3_run(files: int, new: int, rounds: int) -> None:
             times["naive (every path kept)"].append(elapsed)
         report(f"S3 (moto on 127.0.0.1), {files:,} objects in day=N/ folders, {new} new per tick:", times)
     finally:
-        server.stop()
+        server.terminate()
+        server.wait()
 
 
 def main() -> None:
