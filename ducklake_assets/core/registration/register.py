@@ -267,19 +267,8 @@ def _transaction(
         raise
 
     added_by_table = {(plan.schema.lower(), plan.name.lower()): len(plan.files) for plan in plans}
-    with _reading(connection) as reader:
-        snapshot_id = snapshot_with_info(reader, settings, info)
-        files_added = tuple(sorted(paths_added(reader, settings, snapshot_id)))
-        tables = None
-        if not snapshots_between(reader, settings, start, snapshot_id):
-            # Nobody committed in between: the tables are as this transaction saw them before its commit,
-            # with the rows of the files it added.
-            files = file_counts(reader, settings, snapshot_id)
-            rows = {key: rows_before.get(key, 0) + files.get(key, (0, 0))[1] for key in columns}
-            tables = summarize(columns, rows, {key: count for key, (count, _) in files.items()}, added_by_table)
-    if tables is None:
-        with _reading(connection, lake=True) as reader:
-            tables = table_summaries(reader, settings, added_by_table)
+    read_back = _read_back(connection, settings, info, start, columns, rows_before, added_by_table)
+    snapshot_id, files_added, tables = read_back
     added = set(files_added)
     gone = {uri: _GONE for plan in plans for uri in plan.files if uri not in added}  # deleted after listing
     return RegistrationResult(
@@ -292,6 +281,33 @@ def _transaction(
         skipped=tuple(sorted(skipped + _skipped(gone), key=lambda file: file.uri)),
         tables=tables,
     )
+
+
+def _read_back(
+    connection: duckdb.DuckDBPyConnection,
+    settings: LakeSettings,
+    info: str,
+    start: int,
+    columns: TableColumns,
+    rows_before: dict[tuple[str, str], int],
+    files_added: dict[tuple[str, str], int],
+) -> tuple[int, tuple[str, ...], tuple[TableSummary, ...]]:
+    """The snapshot a registration committed (found by its ``info``), the files it added and the lake's tables.
+
+    When nobody committed between the transaction's snapshot ``start`` and its own, the tables are as the
+    transaction saw them before its commit (``columns``, ``rows_before``) with the rows of the files it
+    added, all read from the catalog tables; else the lake is read afresh.
+    """
+    with _reading(connection) as reader:
+        snapshot_id = snapshot_with_info(reader, settings, info)
+        paths = tuple(sorted(paths_added(reader, settings, snapshot_id)))
+        if not snapshots_between(reader, settings, start, snapshot_id):
+            files = file_counts(reader, settings, snapshot_id)
+            rows = {key: rows_before.get(key, 0) + files.get(key, (0, 0))[1] for key in columns}
+            counts = {key: count for key, (count, _) in files.items()}
+            return snapshot_id, paths, summarize(columns, rows, counts, files_added)
+    with _reading(connection, lake=True) as reader:
+        return snapshot_id, paths, table_summaries(reader, settings, files_added)
 
 
 def _transaction_snapshot(connection: duckdb.DuckDBPyConnection, settings: LakeSettings) -> int:
